@@ -1,0 +1,40 @@
+"""Process plumbing every service shares: logging, the event loop, and SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """One line per record on stdout; called once by each entry point, never on import."""
+    logging.basicConfig(
+        level=level.upper(),
+        stream=sys.stdout,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+
+
+def stop_event_on_signals() -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT, so ``main()`` can drain instead of dying mid-reply."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+def run(main: Callable[[], Coroutine[Any, Any, int | None]]) -> int:
+    """``asyncio.run`` on uvloop when it is installed (about 20 % more calls/s)."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is optional
+        loop_factory = None
+    else:
+        loop_factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(main()) or 0

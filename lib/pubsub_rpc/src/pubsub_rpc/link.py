@@ -1,0 +1,296 @@
+"""Long-lived Redis connections with a lean hot path, reconnecting on their own.
+
+redis-py opens each connection (DSN parsing, TLS, AUTH/ACL, SELECT, client name); after the
+handshake we drive the socket ourselves: hiredis parses every message a read returns in
+one go, and all writes of one event-loop tick leave in one ``write()``. That is what lets
+one Python process do tens of thousands of calls a second (see bench/); a task and a parser
+round per message, as ``PubSub.listen()`` costs, does not.
+
+A link reconnects forever with capped exponential backoff. While it is down it is not
+``ready``; whatever was waiting on it fails with ``ConnectionLost``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections import deque
+from collections.abc import Callable, Iterable
+
+import hiredis
+from redis.asyncio.connection import AbstractConnection, ConnectionPool
+from redis.exceptions import RedisError
+
+from .errors import ConnectionLost
+
+log = logging.getLogger(__name__)
+
+READ_SIZE = 1 << 16
+BACKOFF_INITIAL = 0.05
+BACKOFF_MAX = 2.0
+
+
+def connection_pool(redis_url: str, name: str) -> ConnectionPool:
+    # RESP2 keeps pub/sub messages plain arrays; keepalive catches dead peers the OS notices.
+    return ConnectionPool.from_url(
+        redis_url, protocol=2, socket_connect_timeout=3, socket_keepalive=True, client_name=name
+    )
+
+
+def _command(*parts: bytes) -> bytes:
+    out = [b"*%d\r\n" % len(parts)]
+    for part in parts:
+        out.append(b"$%d\r\n%s\r\n" % (len(part), part))
+    return b"".join(out)
+
+
+class Link:
+    """One connection, its read loop and its reconnect loop. Subclasses handle replies."""
+
+    def __init__(self, redis_url: str, name: str, health_check_interval: float = 15.0) -> None:
+        self.name = name
+        self._pool = connection_pool(redis_url, name)
+        self._health_check_interval = health_check_interval
+        self.ready = asyncio.Event()
+        self._writer: asyncio.StreamWriter | None = None
+        self._out: list[bytes] = []
+        self._flush_scheduled = False
+        self._task: asyncio.Task[None] | None = None
+        self._disconnect_callbacks: list[Callable[[], None]] = []
+        self.reconnects = 0
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"link:{self.name}")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self._pool.disconnect()
+
+    def on_disconnect(self, callback: Callable[[], None]) -> None:
+        self._disconnect_callbacks.append(callback)
+
+    async def wait_ready(self, timeout: float) -> None:
+        try:
+            async with asyncio.timeout(timeout):
+                await self.ready.wait()
+        except TimeoutError:
+            raise ConnectionLost(f"{self.name}: Redis not reachable within {timeout:g}s") from None
+
+    async def _run(self) -> None:
+        delay = BACKOFF_INITIAL
+        while True:
+            connection: AbstractConnection = self._pool.make_connection()
+            try:
+                await connection.connect()
+            except (OSError, RedisError) as exc:
+                log.warning("%s: cannot connect to Redis (%s); retrying in %.2fs", self.name, exc, delay)
+                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+                delay = min(delay * 2, BACKOFF_MAX)
+                continue
+            delay = BACKOFF_INITIAL
+            try:
+                await self._serve(connection._reader, connection._writer)  # type: ignore[arg-type]
+            except (OSError, RedisError, hiredis.ProtocolError, EOFError) as exc:
+                log.warning("%s: connection to Redis lost (%s); reconnecting", self.name, exc or type(exc).__name__)
+            finally:
+                self._disconnected()
+                with contextlib.suppress(Exception):
+                    await connection.disconnect(nowait=True)
+            self.reconnects += 1
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        parser = hiredis.Reader()
+        self._writer = writer
+        self._on_connected()
+        watchdog = asyncio.create_task(self._watchdog(writer), name=f"watchdog:{self.name}")
+        self._got_data = True
+        try:
+            while True:
+                data = await reader.read(READ_SIZE)
+                if not data:
+                    raise EOFError("closed by the server")
+                self._got_data = True
+                parser.feed(data)
+                reply = parser.gets()
+                while reply is not False:
+                    self._on_reply(reply)
+                    reply = parser.gets()
+        finally:
+            watchdog.cancel()
+
+    async def _watchdog(self, writer: asyncio.StreamWriter) -> None:
+        """PING when idle; a connection silent for two intervals is half-open, so drop it."""
+        while True:
+            await asyncio.sleep(self._health_check_interval)
+            if self._got_data:
+                self._got_data = False
+                continue
+            self._send_ping()
+            await asyncio.sleep(self._health_check_interval)
+            if not self._got_data:
+                log.warning("%s: no answer to PING; dropping the connection", self.name)
+                writer.transport.abort()
+                return
+
+    def _disconnected(self) -> None:
+        self.ready.clear()
+        self._writer = None
+        self._out.clear()
+        for callback in self._disconnect_callbacks:
+            callback()
+
+    # -- writing ---------------------------------------------------------------------
+
+    def _write(self, data: bytes) -> None:
+        """Queue bytes for the socket; everything queued in one loop tick goes out together."""
+        self._out.append(data)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._writer is not None and self._out:
+            self._writer.write(b"".join(self._out))
+        self._out.clear()
+
+    # -- for subclasses --------------------------------------------------------------
+
+    def _on_connected(self) -> None:
+        raise NotImplementedError
+
+    def _on_reply(self, reply: object) -> None:
+        raise NotImplementedError
+
+    def _send_ping(self) -> None:
+        raise NotImplementedError
+
+
+class Publisher(Link):
+    """Pipelined PUBLISH: many in flight on one connection, answers matched in order."""
+
+    def __init__(self, redis_url: str, name: str, health_check_interval: float = 15.0) -> None:
+        super().__init__(redis_url, name, health_check_interval)
+        self._waiters: deque[asyncio.Future[int] | None] = deque()
+        self._headers: dict[str, bytes] = {}
+
+    def publish(self, channel: str, payload: bytes) -> asyncio.Future[int]:
+        """Send PUBLISH now; the future gets the receiver count. Raises ConnectionLost if down."""
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._send(channel, payload, future)
+        return future
+
+    def publish_nowait(self, channel: str, payload: bytes) -> None:
+        """PUBLISH without wanting the count (replies, pushes). Raises ConnectionLost if down."""
+        self._send(channel, payload, None)
+
+    async def drain(self) -> None:
+        """Wait until every PUBLISH sent so far has been answered (or the link dropped)."""
+        if self._waiters and self.ready.is_set():
+            marker: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+            self._waiters.append(marker)
+            self._write(_command(b"PING"))
+            with contextlib.suppress(ConnectionLost):
+                await marker
+
+    def _send(self, channel: str, payload: bytes, future: asyncio.Future[int] | None) -> None:
+        if self._writer is None:
+            raise ConnectionLost(f"{self.name}: not connected to Redis")
+        header = self._headers.get(channel)
+        if header is None:
+            encoded = channel.encode()
+            header = self._headers[channel] = b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%s\r\n" % (len(encoded), encoded)
+        self._waiters.append(future)
+        self._write(b"%s$%d\r\n%s\r\n" % (header, len(payload), payload))
+
+    def _on_connected(self) -> None:
+        self.ready.set()
+
+    def _send_ping(self) -> None:
+        self._waiters.append(None)
+        self._write(_command(b"PING"))
+
+    def _on_reply(self, reply: object) -> None:
+        future = self._waiters.popleft()
+        if future is None or future.done():
+            if isinstance(reply, hiredis.ReplyError):
+                log.error("%s: Redis refused a command: %s", self.name, reply)
+            return
+        if isinstance(reply, hiredis.ReplyError):
+            future.set_exception(ConnectionLost(f"Redis refused PUBLISH: {reply}"))
+        else:
+            future.set_result(reply if isinstance(reply, int) else 0)
+
+    def _disconnected(self) -> None:
+        waiters, self._waiters = self._waiters, deque()
+        super()._disconnected()
+        for future in waiters:
+            if future is not None and not future.done():
+                future.set_exception(ConnectionLost(f"{self.name}: connection to Redis lost"))
+
+
+MessageHandler = Callable[[str, bytes], None]
+
+
+class Subscriber(Link):
+    """SUBSCRIBE/PSUBSCRIBE on connect (and on every reconnect); calls ``handler(channel,
+    data)`` for each message, synchronously, in the read loop: handlers must not block."""
+
+    def __init__(
+        self,
+        redis_url: str,
+        name: str,
+        handler: MessageHandler,
+        channels: Iterable[str] = (),
+        patterns: Iterable[str] = (),
+        health_check_interval: float = 15.0,
+    ) -> None:
+        super().__init__(redis_url, name, health_check_interval)
+        self._handler = handler
+        self._channels = [c.encode() for c in channels]
+        self._patterns = [p.encode() for p in patterns]
+        self._pending_confirmations = 0
+
+    def _on_connected(self) -> None:
+        self._pending_confirmations = len(self._channels) + len(self._patterns)
+        if self._channels:
+            self._write(_command(b"SUBSCRIBE", *self._channels))
+        if self._patterns:
+            self._write(_command(b"PSUBSCRIBE", *self._patterns))
+        if not self._pending_confirmations:
+            self.ready.set()
+
+    def _send_ping(self) -> None:
+        self._write(_command(b"PING"))
+
+    def _on_reply(self, reply: object) -> None:
+        if not isinstance(reply, list):
+            if isinstance(reply, hiredis.ReplyError):
+                # e.g. an ACL that forbids the channel: say so loudly, stay not-ready.
+                log.error("%s: Redis refused a subscription: %s", self.name, reply)
+            return
+        kind = reply[0]
+        if kind == b"message":
+            self._dispatch(reply[1], reply[2])
+        elif kind == b"pmessage":
+            self._dispatch(reply[2], reply[3])
+        elif kind in (b"subscribe", b"psubscribe"):
+            self._pending_confirmations -= 1
+            if self._pending_confirmations == 0:
+                log.info("%s: subscribed to %s", self.name, b", ".join(self._channels + self._patterns).decode())
+                self.ready.set()
+
+    def _dispatch(self, channel: bytes, data: bytes) -> None:
+        try:
+            self._handler(channel.decode(), data)
+        except Exception:
+            # A handler bug must not take the subscription down with it.
+            log.exception("%s: message handler failed", self.name)

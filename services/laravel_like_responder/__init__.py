@@ -1,0 +1,1 @@
+"""Plays the seed's Laravel command: answers actions published on ``*_sender``."""

@@ -1,0 +1,51 @@
+"""``python -m laravel_like_responder``: serve the sample actions until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from pubsub_rpc import Responder, Settings
+from pubsub_rpc.errors import ConnectionLost
+from pubsub_rpc.health import beat
+from pubsub_rpc.lifecycle import configure_logging, run, stop_event_on_signals
+
+from .actions import main_configs, register
+
+log = logging.getLogger("laravel_like_responder")
+
+
+async def push_configs(responder: Responder, interval: float) -> None:
+    """The seed's Laravel-to-Node push: the configs, unprompted, every ``interval`` s."""
+    while True:
+        await asyncio.sleep(interval)
+        with contextlib.suppress(ConnectionLost):
+            await responder.push("configs", main_configs())
+
+
+async def main() -> None:
+    settings = Settings.from_env(source="laravel")
+    configure_logging(settings.log_level)
+    stop = stop_event_on_signals()
+    responder = Responder(settings, name="laravel_like_responder")
+    register(responder)
+    async with responder, asyncio.TaskGroup() as background:
+        log.info(
+            "serving %d actions on pattern %s (replies on <channel> or replyTo)",
+            len(responder.actions),
+            settings.responder_pattern,
+        )
+        tasks = []
+        if settings.push_interval > 0:
+            tasks.append(background.create_task(push_configs(responder, settings.push_interval)))
+        if settings.heartbeat_file:
+            tasks.append(background.create_task(beat(settings.heartbeat_file, lambda: responder.ready)))
+        await stop.wait()
+        log.info("stopping: draining in-flight requests (up to %.1fs)", settings.drain_timeout)
+        for task in tasks:
+            task.cancel()
+
+
+if __name__ == "__main__":
+    raise SystemExit(run(main))

@@ -1,0 +1,76 @@
+"""The sample actions. Each is a plain or async function registered on a Responder;
+copy this file's shape for your own actions."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import platform
+import time
+from typing import Any
+
+from pubsub_rpc import InvalidRequest, Responder
+
+STARTED_AT = time.time()
+MAX_SLOW_MS = 60_000
+
+
+def main_configs() -> dict[str, Any]:
+    """What the seed's MainConfigsController would return: app-wide settings."""
+    return {
+        "appName": "pubsub-rpc demo",
+        "locale": "en",
+        "currency": "EUR",
+        "features": {"websocketBridge": True, "privateReplies": True},
+        "uptimeSeconds": round(time.time() - STARTED_AT, 1),
+    }
+
+
+def register(responder: Responder) -> None:
+    @responder.action("configs", "The application's main configs (the seed's example action)")
+    def configs(data: Any) -> dict[str, Any]:
+        return main_configs()
+
+    @responder.action("echo", "Return `data` unchanged")
+    def echo(data: Any) -> Any:
+        return data
+
+    @responder.action("sum", "Add numbers: data is a list of numbers, or {\"numbers\": [...]}")
+    def total(data: Any) -> float | int:
+        numbers = data.get("numbers") if isinstance(data, dict) else data
+        if not isinstance(numbers, list) or not all(
+            isinstance(n, (int, float)) and not isinstance(n, bool) for n in numbers
+        ):
+            raise InvalidRequest("sum expects a list of numbers, e.g. [1, 2.5, 3]")
+        result = sum(numbers)
+        if isinstance(result, float) and not math.isfinite(result):
+            raise InvalidRequest("sum overflowed")
+        return result
+
+    @responder.action("slow", "Sleep for data.ms milliseconds (default 1000), then answer; for timeout demos")
+    async def slow(data: Any) -> dict[str, int]:
+        ms = data.get("ms", 1000) if isinstance(data, dict) else 1000
+        if not isinstance(ms, int) or isinstance(ms, bool) or not 0 <= ms <= MAX_SLOW_MS:
+            raise InvalidRequest(f"slow expects {{\"ms\": 0..{MAX_SLOW_MS}}}")
+        await asyncio.sleep(ms / 1000)
+        return {"sleptMs": ms}
+
+    @responder.action("fail", "Always raise, to show a handler_error reply")
+    def fail(data: Any) -> None:
+        raise RuntimeError("this action fails on purpose")
+
+    @responder.action("actions", "List the actions this responder serves, with descriptions")
+    def actions(data: Any) -> list[dict[str, str]]:
+        return responder.describe()
+
+    @responder.action("info", "Responder name, Python version and request counters")
+    def info(data: Any) -> dict[str, Any]:
+        stats = responder.stats
+        return {
+            "name": responder.name,
+            "python": platform.python_version(),
+            "received": stats.received,
+            "errors": stats.errors,
+            "malformed": stats.malformed,
+            "inFlight": responder.in_flight,
+        }

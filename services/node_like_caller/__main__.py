@@ -1,0 +1,73 @@
+"""``python -m node_like_caller`` runs the demo then prints pushes until SIGTERM;
+``python -m node_like_caller call ACTION [JSON] [--timeout S]`` makes one call and exits
+0 (result as JSON on stdout) or 1 (error code and message on stderr)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+import orjson
+
+from pubsub_rpc import Caller, RpcError, Settings
+from pubsub_rpc.health import beat
+from pubsub_rpc.lifecycle import configure_logging, run, stop_event_on_signals
+
+from .scenario import _short, run_scenario
+
+log = logging.getLogger("node_like_caller")
+
+
+async def demo(settings: Settings) -> None:
+    stop = stop_event_on_signals()
+    async with Caller(settings, name="node_like_caller") as caller, asyncio.TaskGroup() as tasks:
+        background = [tasks.create_task(run_scenario(caller))]
+        if settings.heartbeat_file:
+            background.append(tasks.create_task(beat(settings.heartbeat_file, lambda: caller.ready)))
+        caller.add_event_handler(lambda event: log.info("push %s from %s: %s", event.action, event.source, _short(event.data)))
+        await stop.wait()
+        log.info("stopping")
+        for task in background:
+            task.cancel()
+
+
+async def one_call(settings: Settings, action: str, data: object, timeout: float | None) -> int:
+    try:
+        async with Caller(settings, name="node_like_caller-cli") as caller:
+            result = await caller.call(action, data, timeout=timeout)
+    except RpcError as exc:
+        sys.stderr.write(f"error: {exc.code}: {exc.message}\n")
+        return 1
+    sys.stdout.write(orjson.dumps(result).decode() + "\n")
+    return 0
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="node_like_caller", description=__doc__)
+    commands = parser.add_subparsers(dest="command")
+    call = commands.add_parser("call", help="make one call and print its result as JSON")
+    call.add_argument("action")
+    call.add_argument("data", nargs="?", default="null", help="JSON for `data` (default null)")
+    call.add_argument("--timeout", type=float, default=None, help="seconds (default RPC_CALL_TIMEOUT)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    settings = Settings.from_env(source="nodejs-like")
+    if args.command == "call":
+        configure_logging("WARNING")
+        try:
+            data = orjson.loads(args.data)
+        except orjson.JSONDecodeError as exc:
+            sys.stderr.write(f"error: DATA is not valid JSON: {exc}\n")
+            return 2
+        return run(lambda: one_call(settings, args.action, data, args.timeout))
+    configure_logging(settings.log_level)
+    return run(lambda: demo(settings))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

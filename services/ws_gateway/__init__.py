@@ -1,0 +1,1 @@
+"""aiohttp WebSocket bridge: browsers call actions and receive pushed events."""
