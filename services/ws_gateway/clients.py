@@ -1,7 +1,8 @@
 """One connected browser: a bounded send queue drained by its own writer task.
 
-Fan-out only ever does ``put_nowait``; a client whose queue is full is too slow and is
-disconnected, so it can never hold back the others (or grow the gateway's memory).
+Fan-out only ever does ``put_nowait``; a client whose queue is full is too slow and is cut
+off (TCP abort: a close frame could not get through its full buffers anyway), so it can
+never hold back the others or grow the gateway's memory. The page reconnects by itself.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ log = logging.getLogger(__name__)
 class WsClient:
     def __init__(self, ws: web.WebSocketResponse, transport: asyncio.BaseTransport | None, max_queued: int, peer: str) -> None:
         self.ws = ws
-        self._transport = transport
         self.peer = peer
+        self._transport = transport
         self._queue: asyncio.Queue[str] = asyncio.Queue(max_queued)
         self.calls: set[asyncio.Task[None]] = set()
         self.dropped = False
@@ -34,21 +35,13 @@ class WsClient:
             self.dropped = True
             log.warning("%s: %d frames queued, client too slow; disconnecting it", self.peer, self._queue.maxsize)
             self._writer.cancel()
-            asyncio.create_task(self._close(WSCloseCode.TRY_AGAIN_LATER, b"too slow: send queue full"))
+            if self._transport is not None:
+                self._transport.abort()
 
     async def _write_loop(self) -> None:
         while True:
             frame = await self._queue.get()
             await self.ws.send_str(frame)
-
-    async def _close(self, code: int, message: bytes) -> None:
-        try:
-            async with asyncio.timeout(1.0):
-                await self.ws.close(code=code, message=message)
-        except (TimeoutError, ConnectionError, RuntimeError):
-            # The peer does not read, so the close handshake cannot complete: cut it.
-            if self._transport is not None:
-                self._transport.abort()
 
     async def shutdown(self, code: int = WSCloseCode.GOING_AWAY, message: bytes = b"server shutdown") -> None:
         for task in self.calls:
@@ -56,5 +49,10 @@ class WsClient:
         self._writer.cancel()
         with contextlib.suppress(asyncio.CancelledError, ConnectionError, RuntimeError):
             await self._writer
-        if not self.ws.closed:
-            await self._close(code, message)
+        if not self.ws.closed and not self.dropped:
+            try:
+                async with asyncio.timeout(2.0):
+                    await self.ws.close(code=code, message=message)
+            except (TimeoutError, ConnectionError, RuntimeError):
+                if self._transport is not None:
+                    self._transport.abort()

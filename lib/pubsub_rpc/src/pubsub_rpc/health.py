@@ -1,8 +1,9 @@
-"""A heartbeat file for container health checks of processes that serve no HTTP.
+"""Container health checks: ``python -m pubsub_rpc.health FILE_OR_URL`` exits 0 or 1.
 
-The service touches the file every few seconds while its Redis links are up; the check
-(``python -m pubsub_rpc.health FILE``) fails when the file is older than ``max_age``. That
-proves the event loop runs and the subscriptions are live, which ``true`` does not.
+Processes that serve no HTTP touch a heartbeat file every few seconds while their Redis
+links are up; the check fails when the file is older than ``max_age``. That proves the
+event loop runs and the subscriptions are live, which ``true`` does not. For the gateway
+the argument is its ``/readyz`` URL (slim images have no curl).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import asyncio
 import os
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,6 +32,15 @@ def check(path: str, max_age: float = 10.0) -> bool:
         return False
 
 
+def check_url(url: str, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status == 200
+    except OSError:  # includes HTTPError for 503
+        return False
+
+
 if __name__ == "__main__":
     target = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("HEARTBEAT_FILE", "")
-    sys.exit(0 if target and check(target) else 1)
+    healthy = check_url(target) if target.startswith(("http://", "https://")) else bool(target) and check(target)
+    sys.exit(0 if healthy else 1)

@@ -1,0 +1,69 @@
+# Everything a newcomer runs. `make` lists the targets.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+# Compose v2 plugin if present, else Debian's docker-compose 1.29.
+COMPOSE_BIN := $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo "docker-compose")
+COMPOSE := $(COMPOSE_BIN) -p pubsub-rpc
+# Written by scripts/bootstrap.sh only where the official images cannot be pulled.
+-include .images.env
+export PYTHON_IMAGE REDIS_IMAGE
+GATEWAY_PORT ?= 8080
+export GATEWAY_PORT
+ACTION ?= actions
+DATA ?= null
+PYTEST_ARGS ?=
+
+.PHONY: help setup dev test lint up down logs ps call e2e check bench bench-quick bootstrap
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' Makefile | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+setup: ## install what host runs need (apt packages as root, .venv, Node interop peer)
+	@bash scripts/setup.sh
+
+dev: setup ## run the whole system as host processes (no Docker); Ctrl-C stops it
+	@.venv/bin/python -m scripts.dev
+
+test: setup ## unit, integration, interop and browser tests against a real redis-server
+	@.venv/bin/python -m pytest $(PYTEST_ARGS)
+
+lint: setup ## ruff
+	@.venv/bin/ruff check lib services tests e2e scripts bench
+
+bootstrap: ## Docker engine and base images (only what is missing)
+	@bash scripts/bootstrap.sh
+
+up: bootstrap ## build and start the stack in Docker, wait until healthy, print the URL
+	@$(MAKE) --no-print-directory _up
+
+_up:
+	@$(COMPOSE) up -d --build --remove-orphans
+	@bash scripts/wait_healthy.sh "$(COMPOSE)" 120
+	@echo
+	@echo "  Demo page:    http://127.0.0.1:$(GATEWAY_PORT)/"
+	@echo "  A call:       make call ACTION=sum DATA='[1, 2, 3]'"
+	@echo "  Logs / stop:  make logs / make down"
+
+down: ## stop and remove containers, networks and volumes
+	@$(COMPOSE) down -v --remove-orphans
+
+logs: ## follow the services' logs
+	@$(COMPOSE) logs -f --tail=50
+
+ps: ## show the containers and their health
+	@$(COMPOSE) ps
+
+call: ## one call through the caller container: make call ACTION=sum DATA='[1,2]'
+	@$(COMPOSE) exec -T node_like_caller python -m node_like_caller call "$(ACTION)" '$(DATA)'
+
+e2e: setup bootstrap ## end-to-end tests against the real containers (own project, own port)
+	@.venv/bin/python -m pytest e2e -p no:cacheprovider $(PYTEST_ARGS)
+
+check: test e2e ## both suites
+
+bench: setup ## benchmarks on the host (about 5 minutes); results in bench/results/
+	@.venv/bin/python -m bench
+
+bench-quick: setup ## the benchmark's smoke mode (under a minute)
+	@.venv/bin/python -m bench --quick

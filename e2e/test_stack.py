@@ -1,0 +1,157 @@
+"""The real containers, used as a user would: WebSockets from the host through the published
+port, the caller's CLI through `compose exec`, and compose itself for restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import aiohttp
+import pytest
+
+from .conftest import Stack, gateway_ready
+
+
+async def ws_call(ws: aiohttp.ClientWebSocketResponse, call_id: int, action: str, data: Any = None, timeout: float | None = None) -> dict:
+    await ws.send_json({"type": "call", "id": call_id, "action": action, "data": data, "timeout": timeout})
+    async with asyncio.timeout(15):
+        while True:
+            frame = await ws.receive_json()
+            if frame.get("id") == call_id and frame["type"] in ("result", "error"):
+                return frame
+
+
+@pytest.mark.parametrize(
+    ("action", "data", "expected"),
+    [
+        ("echo", {"hello": "world"}, {"hello": "world"}),
+        ("sum", [1, 2, 3.5], 6.5),
+        ("slow", {"ms": 50}, {"sleptMs": 50}),
+    ],
+)
+async def test_round_trip_over_the_published_gateway(stack: Stack, action: str, data: Any, expected: Any) -> None:
+    async with aiohttp.ClientSession() as http, http.ws_connect(stack.ws_url) as ws:
+        frame = await ws_call(ws, 1, action, data)
+    assert frame["type"] == "result" and frame["result"] == expected
+
+
+async def test_configs_and_introspection(stack: Stack) -> None:
+    async with aiohttp.ClientSession() as http, http.ws_connect(stack.ws_url) as ws:
+        configs = await ws_call(ws, 1, "configs")
+        actions = await ws_call(ws, 2, "actions")
+        info = await ws_call(ws, 3, "info")
+    assert configs["result"]["locale"] == "en"
+    assert {a["name"] for a in actions["result"]} >= {"configs", "echo", "sum", "slow", "fail", "actions", "info"}
+    assert info["result"]["name"] == "laravel_like_responder"
+
+
+@pytest.mark.parametrize(
+    ("action", "data", "timeout", "code"),
+    [
+        ("no_such_action", None, None, "unknown_action"),
+        ("sum", "not a list", None, "invalid_request"),
+        ("fail", None, None, "handler_error"),
+        ("slow", {"ms": 3000}, 0.3, "timeout"),
+    ],
+)
+async def test_errors_arrive_named(stack: Stack, action: str, data: Any, timeout: float | None, code: str) -> None:
+    async with aiohttp.ClientSession() as http, http.ws_connect(stack.ws_url) as ws:
+        frame = await ws_call(ws, 1, action, data, timeout)
+    assert frame["type"] == "error" and frame["code"] == code
+
+
+async def test_push_reaches_a_websocket_client(stack: Stack) -> None:
+    async with aiohttp.ClientSession() as http, http.ws_connect(stack.ws_url) as ws:
+        async with asyncio.timeout(10):
+            while (frame := await ws.receive_json())["type"] != "event":
+                pass
+    assert frame["action"] == "configs" and frame["source"] == "laravel" and frame["data"]["locale"] == "en"
+
+
+def test_cli_through_compose_exec(stack: Stack) -> None:
+    ok = stack.cli("sum", "[1, 2, 3]")
+    assert ok.returncode == 0 and json.loads(ok.stdout) == 6
+    failed = stack.cli("fail")
+    assert failed.returncode == 1 and "handler_error" in failed.stderr
+
+
+SEED_CLIENT = """
+import json, redis
+r = redis.Redis(host="redis")
+p = r.pubsub(ignore_subscribe_messages=True)
+p.subscribe("laravel_database_general")
+p.get_message(timeout=1)
+r.publish("laravel_database_general_sender", json.dumps(
+    {"action": "configs", "data": None, "requestId": "seed-e2e", "source": "nodejs"}))
+while True:
+    m = p.get_message(timeout=5)
+    if m is None:
+        raise SystemExit("no reply")
+    reply = json.loads(m["data"])
+    if reply.get("requestId") == "seed-e2e":
+        print(json.dumps(reply))
+        break
+"""
+
+
+def test_seed_wire_format_inside_the_network(stack: Stack) -> None:
+    """A raw Redis client in the compose network, speaking exactly what the seed speaks."""
+    result = stack.compose("exec", "-T", "node_like_caller", "python", "-c", SEED_CLIENT, check=False)
+    assert result.returncode == 0, result.stderr
+    reply = json.loads(result.stdout)
+    assert reply["source"] == "laravel" and reply["action"] == "configs"
+    assert reply["locale"] == "en"  # merged at the top level, as Laravel's reply is
+
+
+def test_responder_restart_fails_fast_then_recovers(stack: Stack) -> None:
+    stack.compose("stop", "laravel_like_responder")
+    started = time.monotonic()
+    during = stack.cli("echo", '"hi"')
+    assert during.returncode == 1 and "no_responder" in during.stderr
+    assert time.monotonic() - started < 10  # includes `compose exec` start-up; the call itself fails at once
+
+    stack.compose("start", "laravel_like_responder")
+    stack.wait(lambda: stack.health("laravel_like_responder") == "healthy", what="the responder to be healthy")
+    after = stack.cli("echo", '"hi"')
+    assert after.returncode == 0 and json.loads(after.stdout) == "hi"
+
+
+async def test_redis_restart_every_service_reconnects(stack: Stack) -> None:
+    started = time.monotonic()
+    stack.compose("restart", "redis")
+
+    async def round_trip() -> bool:
+        try:
+            async with aiohttp.ClientSession() as http, http.ws_connect(stack.ws_url) as ws:
+                return (await ws_call(ws, 1, "echo", "back"))["type"] == "result"
+        except (aiohttp.ClientError, TimeoutError):
+            return False
+
+    deadline = time.monotonic() + 60
+    while not (gateway_ready(stack.gateway) and await round_trip()):
+        assert time.monotonic() < deadline, "no round trip within 60 s of restarting Redis"
+        await asyncio.sleep(0.2)
+    recovery = time.monotonic() - started
+    print(f"\nRedis restart -> first successful round trip: {recovery:.2f}s (includes `compose restart`)")
+    stack.wait(stack.all_healthy, what="every container healthy again")
+    assert stack.cli("sum", "[2, 2]").stdout.strip() == "4"
+
+
+async def test_compose_stop_is_graceful(stack: Stack) -> None:
+    """An in-flight call is answered during the responder's drain; every service exits 0."""
+    async with aiohttp.ClientSession() as http, http.ws_connect(stack.ws_url) as ws:
+        await ws.send_json({"type": "call", "id": 7, "action": "slow", "data": {"ms": 1500}, "timeout": 10})
+        async with asyncio.timeout(10):  # the responder has taken the call: now stop it
+            while (await ws_call(ws, 8, "info"))["result"]["inFlight"] < 1:
+                pass
+        stopping = asyncio.create_task(asyncio.to_thread(stack.compose, "stop", "laravel_like_responder"))
+        async with asyncio.timeout(15):
+            while (frame := await ws.receive_json()).get("id") != 7:
+                pass  # skip the pushes
+        await stopping
+    assert frame["type"] == "result" and frame["result"] == {"sleptMs": 1500}
+    stack.compose("stop")
+    for service in ("laravel_like_responder", "node_like_caller", "ws_gateway", "redis"):
+        assert stack.exit_code(service) == "exited 0", service

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Wait until every container of the compose project is healthy, or fail after a deadline.
+# (`up --wait` would do this, but docker-compose 1.29 does not have it.)
+set -euo pipefail
+compose=$1 deadline=$((SECONDS + ${2:-120}))
+while :; do
+  ids=$($compose ps -q)
+  unhealthy=0
+  for id in $ids; do
+    state=$(docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}' "$id")
+    case $state in healthy|running) ;; *) unhealthy=$((unhealthy + 1)) ;; esac
+  done
+  if [ -n "$ids" ] && [ $unhealthy = 0 ]; then echo "all containers healthy"; exit 0; fi
+  if [ $SECONDS -ge $deadline ]; then
+    echo "not healthy after ${2:-120}s:" >&2; $compose ps >&2; $compose logs --tail=30 >&2; exit 1
+  fi
+  sleep 1
+done

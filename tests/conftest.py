@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from laravel_like_responder.actions import register
+from pubsub_rpc import Caller, Responder, Settings
+
+from scripts.redis_process import RedisProcess
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisProcess]:
+    with RedisProcess() as server:
+        yield server
+
+
+@pytest.fixture
+def settings(redis_server: RedisProcess) -> Settings:
+    """A channel of the test's own, so no test can see another's traffic."""
+    channel = f"test_{uuid.uuid4().hex[:10]}_general"
+    return Settings(
+        redis_url=redis_server.url,
+        channel=channel,
+        responder_pattern=f"{channel}*_sender",
+        call_timeout=5.0,
+        drain_timeout=2.0,
+    )
+
+
+@pytest.fixture
+async def responder(settings: Settings) -> AsyncIterator[Responder]:
+    responder = Responder(settings, name="test-responder")
+    register(responder)
+    async with responder:
+        yield responder
+
+
+@pytest.fixture
+async def caller(settings: Settings) -> AsyncIterator[Caller]:
+    async with Caller(settings, name="test-caller") as caller:
+        yield caller
+
+
+@pytest.fixture
+async def raw_redis(redis_server: RedisProcess) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_server.url)
+    yield client
+    await client.aclose()
+
+
+async def eventually(check: Callable[[], bool | Awaitable[bool]], timeout: float = 10.0, what: str = "condition") -> None:
+    """Poll ``check`` until true or fail after ``timeout``: the alternative to sleeping."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.01)

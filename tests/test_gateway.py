@@ -1,0 +1,142 @@
+"""ws_gateway over real WebSockets, with the real responder behind it."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import os
+import socket
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+
+from pubsub_rpc import Responder, Settings
+from ws_gateway.app import create_app
+
+from .conftest import eventually
+
+
+@pytest.fixture
+async def gateway(settings: Settings, responder: Responder) -> AsyncIterator[TestServer]:
+    server = TestServer(create_app(dataclasses.replace(settings, gateway_send_queue=8)), host="127.0.0.1")
+    await server.start_server()
+    async with aiohttp.ClientSession() as http:
+        async def ready() -> bool:
+            async with http.get(server.make_url("/readyz")) as response:
+                return response.status == 200
+        await eventually(ready, what="the gateway to be ready")
+    yield server
+    await server.close()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+async def receive(ws: aiohttp.ClientWebSocketResponse, frame_type: str, timeout: float = 5.0) -> dict[str, Any]:
+    async with asyncio.timeout(timeout):
+        while True:
+            frame = await ws.receive_json()
+            if frame["type"] == frame_type:
+                return frame
+
+
+async def test_round_trip_over_websocket(gateway: TestServer, http: aiohttp.ClientSession) -> None:
+    async with http.ws_connect(gateway.make_url("/ws")) as ws:
+        hello = await receive(ws, "hello")
+        assert hello["maxCalls"] > 0
+        await ws.send_json({"type": "call", "id": "c1", "action": "sum", "data": [1, 2, 3]})
+        result = await receive(ws, "result")
+        assert result["id"] == "c1" and result["result"] == 6 and result["ms"] >= 0
+        await ws.send_json({"type": "call", "id": 2, "action": "fail"})
+        error = await receive(ws, "error")
+        assert error["id"] == 2 and error["code"] == "handler_error"
+        await ws.send_json({"type": "call", "id": 3, "action": "slow", "data": {"ms": 2000}, "timeout": 0.1})
+        error = await receive(ws, "error")
+        assert error["id"] == 3 and error["code"] == "timeout"
+
+
+async def test_bad_frames_get_error_frames_and_the_connection_stays(gateway: TestServer, http: aiohttp.ClientSession) -> None:
+    async with http.ws_connect(gateway.make_url("/ws")) as ws:
+        for bad in ["not json", "[1]", '{"type": "subscribe"}', '{"type": "call", "action": "echo"}', '{"type": "call", "id": 1}']:
+            await ws.send_str(bad)
+            error = await receive(ws, "error")
+            assert error["code"] == "bad_frame" and error["message"]
+        await ws.send_bytes(b"\x00\x01")
+        assert (await receive(ws, "error"))["code"] == "bad_frame"
+        await ws.send_json({"type": "call", "id": "ok", "action": "echo", "data": "alive"})
+        assert (await receive(ws, "result"))["result"] == "alive"
+
+
+async def test_pushes_reach_every_client(gateway: TestServer, http: aiohttp.ClientSession, responder: Responder) -> None:
+    async with http.ws_connect(gateway.make_url("/ws")) as one, http.ws_connect(gateway.make_url("/ws")) as two:
+        await receive(one, "hello")
+        await receive(two, "hello")
+        await responder.push("configs", {"locale": "en"})
+        for ws in (one, two):
+            event = await receive(ws, "event")
+            assert event["action"] == "configs" and event["data"] == {"locale": "en"}
+
+
+async def test_other_sites_cannot_open_the_socket(gateway: TestServer, http: aiohttp.ClientSession) -> None:
+    with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+        await http.ws_connect(gateway.make_url("/ws"), headers={"Origin": "http://evil.example"})
+    assert info.value.status == 403
+    async with http.ws_connect(gateway.make_url("/ws"), headers={"Origin": f"http://{gateway.host}:{gateway.port}"}) as ws:
+        assert (await receive(ws, "hello"))["type"] == "hello"
+
+
+async def test_health_endpoints(gateway: TestServer, http: aiohttp.ClientSession) -> None:
+    async with http.get(gateway.make_url("/healthz")) as response:
+        assert response.status == 200
+    async with http.get(gateway.make_url("/readyz")) as response:
+        assert response.status == 200 and (await response.json())["redis"] == "subscribed"
+    async with http.get(gateway.make_url("/")) as response:
+        assert response.status == 200 and "Redis RPC round trip" in await response.text()
+
+
+def open_stalled_websocket(host: str, port: int) -> socket.socket:
+    """A client that completes the handshake and then never reads: the slowest possible."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((host, port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        f"GET /ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    response = b""
+    while b"\r\n\r\n" not in response:
+        response += sock.recv(1)
+    assert b" 101 " in response.split(b"\r\n")[0]
+    return sock
+
+
+async def test_a_slow_client_does_not_delay_another(gateway: TestServer, http: aiohttp.ClientSession, responder: Responder) -> None:
+    stalled = await asyncio.to_thread(open_stalled_websocket, gateway.host, gateway.port)
+    try:
+        async with http.ws_connect(gateway.make_url("/ws")) as fast:
+            await receive(fast, "hello")
+            big = {"blob": "x" * 200_000}
+            for n in range(40):  # far more than the stalled socket's buffers and send queue hold
+                await responder.push("bulk", {"n": n, **big})
+                event = await receive(fast, "event")
+                assert event["data"]["n"] == n
+            started = time.monotonic()
+            await fast.send_json({"type": "call", "id": 1, "action": "echo", "data": "quick"})
+            assert (await receive(fast, "result"))["result"] == "quick"
+            assert time.monotonic() - started < 1.0
+
+            async def stalled_client_dropped() -> bool:
+                async with http.get(gateway.make_url("/readyz")) as response:
+                    return (await response.json())["clients"] == 1
+            await eventually(stalled_client_dropped, what="the stalled client to be disconnected")
+    finally:
+        stalled.close()
