@@ -29,7 +29,8 @@ test: setup ## unit, integration, interop and browser tests against a real redis
 	@.venv/bin/python -m pytest $(PYTEST_ARGS)
 
 lint: setup ## ruff
-	@.venv/bin/ruff check lib services tests e2e scripts bench
+	@.venv/bin/ruff check lib services tests e2e scripts $(wildcard bench)
+	@.venv/bin/ruff format --check lib services tests e2e scripts $(wildcard bench)
 
 bootstrap: ## Docker engine and base images (only what is missing)
 	@bash scripts/bootstrap.sh

@@ -89,7 +89,9 @@ class Stack:
 
     def exit_code(self, service: str) -> str:
         container = self.container_id(service)
-        return subprocess.run(["docker", "inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", container], capture_output=True, text=True).stdout.strip()
+        return subprocess.run(
+            ["docker", "inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", container], capture_output=True, text=True
+        ).stdout.strip()
 
     def all_healthy(self) -> bool:
         return all(self.health(s) == "healthy" for s in ("redis", "laravel_like_responder", "node_like_caller", "ws_gateway"))

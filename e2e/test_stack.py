@@ -14,7 +14,9 @@ import pytest
 from .conftest import Stack, gateway_ready
 
 
-async def ws_call(ws: aiohttp.ClientWebSocketResponse, call_id: int, action: str, data: Any = None, timeout: float | None = None) -> dict:
+async def ws_call(
+    ws: aiohttp.ClientWebSocketResponse, call_id: int, action: str, data: Any = None, timeout: float | None = None
+) -> dict:
     await ws.send_json({"type": "call", "id": call_id, "action": action, "data": data, "timeout": timeout})
     async with asyncio.timeout(15):
         while True:

@@ -2,6 +2,7 @@
 
 Uses REDIS_URL when set, else starts a redis-server on a free loopback port; starts the
 responder, the caller and the gateway; waits until the gateway is ready and prints its URL.
+A service that exits is started again after a second, like compose's restart policy.
 Ctrl-C or SIGTERM stops everything it started (SIGTERM first, so each drains), in reverse.
 """
 
@@ -59,18 +60,22 @@ def main() -> int:
     env.setdefault("GATEWAY_PORT", "8080")
     processes: list[subprocess.Popen[bytes]] = []
     code = 0
+
+    def spawn(service: str) -> subprocess.Popen[bytes]:
+        # Own process group: the terminal's Ctrl-C reaches us only, and we stop them in order.
+        return subprocess.Popen([sys.executable, "-m", service], env=env, cwd=ROOT, start_new_session=True)
+
     try:
-        for service in SERVICES:
-            # Own process group: the terminal's Ctrl-C reaches us only, and we stop them in order.
-            processes.append(subprocess.Popen([sys.executable, "-m", service], env=env, cwd=ROOT, start_new_session=True))
+        processes.extend(spawn(service) for service in SERVICES)
         gateway = f"http://127.0.0.1:{env['GATEWAY_PORT']}"
         wait_ready(gateway + "/readyz", processes)
         log.info("ready: open %s  (Ctrl-C stops everything)", gateway + "/")
         while not stop:
-            if any(p.poll() is not None for p in processes):
-                log.error("a service exited unexpectedly; stopping the rest")
-                code = 1
-                break
+            for index, process in enumerate(processes):
+                if process.poll() is not None and not stop:
+                    log.warning("%s exited with %s; restarting it in 1s", SERVICES[index], process.returncode)
+                    time.sleep(1)
+                    processes[index] = spawn(SERVICES[index])
             time.sleep(0.2)
     except RuntimeError as exc:
         log.error("%s", exc)

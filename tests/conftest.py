@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 import redis.asyncio as aioredis
-
 from laravel_like_responder.actions import register
 from pubsub_rpc import Caller, Responder, Settings
 

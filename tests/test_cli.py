@@ -13,8 +13,14 @@ from pubsub_rpc import Responder, Settings
 async def cli(settings: Settings, *args: str) -> tuple[int, str, str]:
     env = {**os.environ, "REDIS_URL": settings.redis_url, "RPC_CHANNEL": settings.channel, "PYTHONPATH": "services"}
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "node_like_caller", "call", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+        sys.executable,
+        "-m",
+        "node_like_caller",
+        "call",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
     )
     stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
     return process.returncode or 0, stdout.decode(), stderr.decode()

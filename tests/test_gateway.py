@@ -14,7 +14,6 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
-
 from pubsub_rpc import Responder, Settings
 from ws_gateway.app import create_app
 
@@ -26,9 +25,11 @@ async def gateway(settings: Settings, responder: Responder) -> AsyncIterator[Tes
     server = TestServer(create_app(dataclasses.replace(settings, gateway_send_queue=8)), host="127.0.0.1")
     await server.start_server()
     async with aiohttp.ClientSession() as http:
+
         async def ready() -> bool:
             async with http.get(server.make_url("/readyz")) as response:
                 return response.status == 200
+
         await eventually(ready, what="the gateway to be ready")
     yield server
     await server.close()
@@ -65,7 +66,13 @@ async def test_round_trip_over_websocket(gateway: TestServer, http: aiohttp.Clie
 
 async def test_bad_frames_get_error_frames_and_the_connection_stays(gateway: TestServer, http: aiohttp.ClientSession) -> None:
     async with http.ws_connect(gateway.make_url("/ws")) as ws:
-        for bad in ["not json", "[1]", '{"type": "subscribe"}', '{"type": "call", "action": "echo"}', '{"type": "call", "id": 1}']:
+        for bad in [
+            "not json",
+            "[1]",
+            '{"type": "subscribe"}',
+            '{"type": "call", "action": "echo"}',
+            '{"type": "call", "id": 1}',
+        ]:
             await ws.send_str(bad)
             error = await receive(ws, "error")
             assert error["code"] == "bad_frame" and error["message"]
@@ -119,7 +126,9 @@ def open_stalled_websocket(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def test_a_slow_client_does_not_delay_another(gateway: TestServer, http: aiohttp.ClientSession, responder: Responder) -> None:
+async def test_a_slow_client_does_not_delay_another(
+    gateway: TestServer, http: aiohttp.ClientSession, responder: Responder
+) -> None:
     stalled = await asyncio.to_thread(open_stalled_websocket, gateway.host, gateway.port)
     try:
         async with http.ws_connect(gateway.make_url("/ws")) as fast:
@@ -137,6 +146,7 @@ async def test_a_slow_client_does_not_delay_another(gateway: TestServer, http: a
             async def stalled_client_dropped() -> bool:
                 async with http.get(gateway.make_url("/readyz")) as response:
                     return (await response.json())["clients"] == 1
+
             await eventually(stalled_client_dropped, what="the stalled client to be disconnected")
     finally:
         stalled.close()

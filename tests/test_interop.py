@@ -10,7 +10,6 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-
 from pubsub_rpc import Caller, NoResponder, Responder, Settings
 
 from .conftest import eventually
@@ -36,7 +35,9 @@ def node() -> str:
 async def test_node_seed_caller_gets_seed_shaped_replies_from_our_responder(
     node: str, responder: Responder, settings: Settings
 ) -> None:
-    code, out, err = await run(node, str(INTEROP / "node" / "seed_protocol_caller.js"), settings.redis_url, settings.channel, "configs")
+    code, out, err = await run(
+        node, str(INTEROP / "node" / "seed_protocol_caller.js"), settings.redis_url, settings.channel, "configs"
+    )
     assert code == 0, err
     reply = json.loads(out)
     # What the seed's parseResponse relies on: requestId echoed, source not "nodejs",
@@ -56,7 +57,9 @@ async def test_node_seed_caller_many_concurrent_calls(node: str, responder: Resp
 
 
 async def test_node_seed_caller_gets_an_error_reply_not_a_timeout(node: str, responder: Responder, settings: Settings) -> None:
-    code, out, err = await run(node, str(INTEROP / "node" / "seed_protocol_caller.js"), settings.redis_url, settings.channel, "nope")
+    code, out, err = await run(
+        node, str(INTEROP / "node" / "seed_protocol_caller.js"), settings.redis_url, settings.channel, "nope"
+    )
     assert code == 0, err
     reply = json.loads(out)
     assert reply["ok"] is False and reply["error"]["code"] == "unknown_action"
@@ -69,7 +72,11 @@ async def php_responder(settings: Settings) -> AsyncIterator[None]:
         pytest.fail("PHP interop needs php-cli and php-redis (make test installs them as root)")
     url = urlsplit(settings.redis_url)
     process = await asyncio.create_subprocess_exec(
-        php, str(INTEROP / "php" / "seed_protocol_responder.php"), url.hostname or "127.0.0.1", str(url.port), settings.responder_pattern
+        php,
+        str(INTEROP / "php" / "seed_protocol_responder.php"),
+        url.hostname or "127.0.0.1",
+        str(url.port),
+        settings.responder_pattern,
     )
     yield
     process.kill()

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import orjson
 import pytest
-
-from pubsub_rpc import HandlerError, InvalidRequest, RemoteError, Settings, UnknownAction
-from pubsub_rpc import protocol
+from pubsub_rpc import HandlerError, InvalidRequest, RemoteError, Settings, UnknownAction, protocol
 from pubsub_rpc.protocol import MalformedMessage
 
 

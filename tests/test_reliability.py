@@ -8,12 +8,12 @@ import time
 from collections.abc import Iterator
 
 import pytest
-
 from laravel_like_responder.actions import register
 from pubsub_rpc import Caller, ConnectionLost, Overloaded, Responder, Settings, Unavailable
 
-from .conftest import eventually
 from scripts.redis_process import RedisProcess
+
+from .conftest import eventually
 
 
 @pytest.fixture

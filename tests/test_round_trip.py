@@ -8,7 +8,6 @@ import time
 import orjson
 import pytest
 import redis.asyncio as aioredis
-
 from pubsub_rpc import (
     Caller,
     CallTimeout,

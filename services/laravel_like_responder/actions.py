@@ -35,12 +35,10 @@ def register(responder: Responder) -> None:
     def echo(data: Any) -> Any:
         return data
 
-    @responder.action("sum", "Add numbers: data is a list of numbers, or {\"numbers\": [...]}")
+    @responder.action("sum", 'Add numbers: data is a list of numbers, or {"numbers": [...]}')
     def total(data: Any) -> float | int:
         numbers = data.get("numbers") if isinstance(data, dict) else data
-        if not isinstance(numbers, list) or not all(
-            isinstance(n, (int, float)) and not isinstance(n, bool) for n in numbers
-        ):
+        if not isinstance(numbers, list) or not all(isinstance(n, (int, float)) and not isinstance(n, bool) for n in numbers):
             raise InvalidRequest("sum expects a list of numbers, e.g. [1, 2.5, 3]")
         result = sum(numbers)
         if isinstance(result, float) and not math.isfinite(result):
@@ -51,7 +49,7 @@ def register(responder: Responder) -> None:
     async def slow(data: Any) -> dict[str, int]:
         ms = data.get("ms", 1000) if isinstance(data, dict) else 1000
         if not isinstance(ms, int) or isinstance(ms, bool) or not 0 <= ms <= MAX_SLOW_MS:
-            raise InvalidRequest(f"slow expects {{\"ms\": 0..{MAX_SLOW_MS}}}")
+            raise InvalidRequest(f'slow expects {{"ms": 0..{MAX_SLOW_MS}}}')
         await asyncio.sleep(ms / 1000)
         return {"sleptMs": ms}
 

@@ -10,7 +10,6 @@ import logging
 import sys
 
 import orjson
-
 from pubsub_rpc import Caller, RpcError, Settings
 from pubsub_rpc.health import beat
 from pubsub_rpc.lifecycle import configure_logging, run, stop_event_on_signals

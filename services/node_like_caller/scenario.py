@@ -8,7 +8,6 @@ import time
 from typing import Any
 
 import orjson
-
 from pubsub_rpc import Caller, NoResponder, RpcError
 
 log = logging.getLogger("node_like_caller")

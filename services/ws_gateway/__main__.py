@@ -6,7 +6,6 @@ import asyncio
 import logging
 
 from aiohttp import web
-
 from pubsub_rpc import Settings
 from pubsub_rpc.lifecycle import configure_logging
 

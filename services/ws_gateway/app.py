@@ -9,14 +9,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from aiohttp import WSCloseCode, WSMsgType, web
-
+from aiohttp import WSMsgType, web
 from pubsub_rpc import Caller, Event, RpcError, Settings
 
 from . import frames
@@ -94,7 +94,9 @@ def handle_text(app: web.Application, client: WsClient, text: str) -> None:
         client.send(frames.error(exc.frame_id, "bad_frame", str(exc)))
         return
     if len(client.calls) >= settings.gateway_max_calls_per_client:
-        client.send(frames.error(call.id, "overloaded", f"at most {settings.gateway_max_calls_per_client} calls in flight per connection"))
+        client.send(
+            frames.error(call.id, "overloaded", f"at most {settings.gateway_max_calls_per_client} calls in flight per connection")
+        )
         return
     task = asyncio.create_task(forward_call(app[CALLER], client, call))
     client.calls.add(task)
@@ -116,7 +118,7 @@ async def index(request: web.Request) -> web.FileResponse:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"ok": True})
+    return web.json_response({"ok": True, "pid": os.getpid()})
 
 
 async def readyz(request: web.Request) -> web.Response:

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-
 from pubsub_rpc import Event
 
 
@@ -33,7 +32,7 @@ def parse_call(text: str, max_timeout: float) -> CallFrame:
         raise BadFrame("a frame is a JSON object")
     frame_id = frame.get("id")
     if frame.get("type") != "call":
-        raise BadFrame(f"unknown frame type {frame.get('type')!r}; send {{\"type\": \"call\", ...}}", frame_id)
+        raise BadFrame(f'unknown frame type {frame.get("type")!r}; send {{"type": "call", ...}}', frame_id)
     if isinstance(frame_id, bool) or not isinstance(frame_id, (str, int)):
         raise BadFrame("a call needs an `id` (string or integer) chosen by the client")
     action = frame.get("action")

@@ -34,9 +34,7 @@ BACKOFF_MAX = 2.0
 
 def connection_pool(redis_url: str, name: str) -> ConnectionPool:
     # RESP2 keeps pub/sub messages plain arrays; keepalive catches dead peers the OS notices.
-    return ConnectionPool.from_url(
-        redis_url, protocol=2, socket_connect_timeout=3, socket_keepalive=True, client_name=name
-    )
+    return ConnectionPool.from_url(redis_url, protocol=2, socket_connect_timeout=3, socket_keepalive=True, client_name=name)
 
 
 def _command(*parts: bytes) -> bytes:

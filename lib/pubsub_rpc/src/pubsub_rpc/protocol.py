@@ -21,9 +21,7 @@ import orjson
 from .errors import InvalidRequest, RpcError, error_from_wire
 
 VERSION = 1
-ENVELOPE_KEYS = frozenset(
-    {"action", "data", "requestId", "source", "v", "replyTo", "deadline", "ok", "result", "error"}
-)
+ENVELOPE_KEYS = frozenset({"action", "data", "requestId", "source", "v", "replyTo", "deadline", "ok", "result", "error"})
 
 
 class MalformedMessage(ValueError):
@@ -150,9 +148,9 @@ class Event:
 
     @classmethod
     def from_message(cls, message: dict[str, Any], channel: str) -> Event:
-        data = message["data"] if "data" in message else {
-            key: value for key, value in message.items() if key not in ENVELOPE_KEYS
-        }
+        data = (
+            message["data"] if "data" in message else {key: value for key, value in message.items() if key not in ENVELOPE_KEYS}
+        )
         action = message.get("action")
         source = message.get("source")
         return cls(

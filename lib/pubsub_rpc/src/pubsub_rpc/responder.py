@@ -84,7 +84,9 @@ class Responder:
         return register
 
     def describe(self) -> list[dict[str, str]]:
-        return [{"name": spec.name, "description": spec.description} for spec in sorted(self.actions.values(), key=lambda s: s.name)]
+        return [
+            {"name": spec.name, "description": spec.description} for spec in sorted(self.actions.values(), key=lambda s: s.name)
+        ]
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -120,7 +122,12 @@ class Responder:
             await asyncio.wait(set(self._running), timeout=deadline - asyncio.get_running_loop().time())
         leftovers = len(self._running) + len(self._backlog)
         if leftovers:
-            log.warning("%s: %d requests unfinished after %.1fs drain; answering 'unavailable'", self.name, leftovers, self.settings.drain_timeout)
+            log.warning(
+                "%s: %d requests unfinished after %.1fs drain; answering 'unavailable'",
+                self.name,
+                leftovers,
+                self.settings.drain_timeout,
+            )
         while self._backlog:
             spec, request, channel = self._backlog.popleft()
             self._reply_error(request, channel, Unavailable("responder shutting down"))
@@ -158,7 +165,9 @@ class Responder:
             if request_id is not None:
                 action = message.get("action") if isinstance(message.get("action"), str) else None
                 reply_to = message.get("replyTo") if isinstance(message.get("replyTo"), str) else None
-                self._send(reply_to or self._reply_channel(channel), protocol.encode_error(self.settings.source, action, request_id, exc))
+                self._send(
+                    reply_to or self._reply_channel(channel), protocol.encode_error(self.settings.source, action, request_id, exc)
+                )
                 self.stats.errors += 1
             return
         if request.expired():
@@ -181,7 +190,11 @@ class Responder:
             self._backlog.append((spec, request, reply_channel))
         else:
             self.stats.overloaded += 1
-            self._reply_error(request, reply_channel, Overloaded(f"{self.settings.max_concurrency} running and {self.settings.max_backlog} queued"))
+            self._reply_error(
+                request,
+                reply_channel,
+                Overloaded(f"{self.settings.max_concurrency} running and {self.settings.max_backlog} queued"),
+            )
 
     def _reply_channel(self, request_channel: str) -> str:
         suffix = self.settings.request_suffix
@@ -226,7 +239,9 @@ class Responder:
         try:
             payload = protocol.encode_result(self.settings.source, request.action, request.request_id, result, request.legacy)
         except TypeError as exc:
-            self._reply_error(request, reply_channel, HandlerError(f"result of {request.action!r} is not JSON-serialisable: {exc}"))
+            self._reply_error(
+                request, reply_channel, HandlerError(f"result of {request.action!r} is not JSON-serialisable: {exc}")
+            )
             return
         self.stats.replied += 1
         self._send(reply_channel, payload)

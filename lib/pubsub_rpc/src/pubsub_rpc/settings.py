@@ -93,6 +93,9 @@ ENV: dict[str, tuple[str, str]] = {
     "gateway_send_queue": ("GATEWAY_SEND_QUEUE", "frames queued per WebSocket before it is dropped as too slow"),
     "gateway_max_calls_per_client": ("GATEWAY_MAX_CALLS_PER_CLIENT", "calls one WebSocket may have in flight"),
     "gateway_max_timeout": ("GATEWAY_MAX_TIMEOUT", "upper bound on a browser call's timeout, seconds"),
-    "gateway_allowed_origins": ("GATEWAY_ALLOWED_ORIGINS", "extra browser origins allowed on /ws, comma-separated ('*' = any); same-origin always is"),
+    "gateway_allowed_origins": (
+        "GATEWAY_ALLOWED_ORIGINS",
+        "extra browser origins allowed on /ws, comma-separated ('*' = any); same-origin always is",
+    ),
     "log_level": ("LOG_LEVEL", "logging level"),
 }

@@ -1,0 +1,144 @@
+"""What a visitor does on the demo page, in headless Chromium (Debian's) via Playwright.
+
+Shared by tests/test_browser.py (against `make dev`'s processes) and e2e/test_browser.py
+(against the compose stack); each passes the page's URL and a way to restart the gateway.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from playwright.sync_api import ConsoleMessage, Page, expect, sync_playwright
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+# What this sandbox needs: no sandboxing as root, no GPU, no calls home.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+
+
+@contextmanager
+def demo_page(url: str, width: int = 1280, height: int = 900) -> Iterator[tuple[Page, list[str]]]:
+    """The page, open and connected, with every console error collected."""
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": width, "height": height})
+            errors: list[str] = []
+
+            def on_console(message: ConsoleMessage) -> None:
+                if message.type == "error":
+                    errors.append(message.text)
+
+            page.on("console", on_console)
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.on("requestfailed", lambda request: errors.append(f"request failed: {request.url}"))
+            page.on("response", lambda response: response.status >= 400 and errors.append(f"{response.status} {response.url}"))
+            page.goto(url)
+            expect(page.locator("#conn-state")).to_have_text("open", timeout=15_000)
+            yield page, errors
+        finally:
+            browser.close()
+
+
+def call(page: Page, action: str, data: str, timeout: str = "5") -> None:
+    page.fill("#action", action)
+    page.fill("#data", data)
+    page.fill("#timeout", timeout)
+    page.click("#send")
+
+
+def latest_row(page: Page):  # type: ignore[no-untyped-def]
+    return page.locator("#calls tbody tr").first
+
+
+def check_actions_listed(page: Page) -> None:
+    expect(page.locator("#actions li")).to_have_count(7, timeout=10_000)
+    sum_item = page.locator("#actions li", has_text="sum")
+    expect(sum_item).to_contain_text("Add numbers")
+
+
+def check_sum_result(page: Page) -> None:
+    call(page, "sum", "[1, 2, 3.5]")
+    row = latest_row(page)
+    expect(row.locator("td").nth(2)).to_have_text("ok")
+    expect(row.locator("td").nth(3)).to_have_text("6.5")
+    assert float(row.locator("td").nth(4).inner_text()) > 0
+
+
+def check_error_codes(page: Page) -> None:
+    call(page, "fail", "null")
+    expect(latest_row(page).locator("td").nth(2)).to_have_text("error: handler_error")
+    call(page, "no_such_action", "{}")
+    expect(latest_row(page).locator("td").nth(2)).to_have_text("error: unknown_action")
+
+
+def check_timeout(page: Page) -> None:
+    call(page, "slow", '{"ms": 3000}', timeout="0.3")
+    expect(latest_row(page).locator("td").nth(2)).to_have_text("timeout", timeout=10_000)
+
+
+def check_invalid_json_is_caught_before_sending(page: Page) -> None:
+    rows = page.locator("#calls tbody tr").count()
+    call(page, "echo", "{not json")
+    expect(page.locator("#data-error")).to_contain_text("Not valid JSON")
+    expect(page.locator("#data")).to_have_attribute("aria-invalid", "true")
+    assert page.locator("#calls tbody tr").count() == rows
+    page.fill("#data", "1")  # leave it valid for the next flow
+    page.dispatch_event("#data", "input")
+
+
+def check_pushed_event(page: Page) -> None:
+    expect(page.locator("#events li[data-action='configs']").first).to_contain_text("configs from laravel", timeout=15_000)
+
+
+def check_burst(page: Page, count: int = 1000) -> dict[str, float]:
+    page.fill("#burst-count", str(count))
+    page.fill("#burst-action", "echo")
+    page.click("#burst")
+    expect(page.locator("#burst-result")).to_contain_text(f"{count} calls", timeout=60_000)
+    result = json.loads(page.locator("#burst-result").get_attribute("data-result") or "{}")
+    assert result["count"] == count and result["errors"] == 0
+    return result
+
+
+def check_reconnects(page: Page, restart_gateway: Callable[[], None]) -> None:
+    restart_gateway()
+    expect(page.locator("#conn-state")).to_contain_text("reconnecting", timeout=15_000)
+    expect(page.locator("#conn-state")).to_have_text("open", timeout=30_000)
+    call(page, "echo", '"after reconnect"')
+    expect(latest_row(page).locator("td").nth(3)).to_have_text('"after reconnect"', timeout=10_000)
+
+
+def check_narrow_layout(url: str) -> None:
+    with demo_page(url, width=360, height=740) as (page, errors):
+        overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, f"page is {overflow}px wider than a 360px window"
+        assert errors == []
+
+
+def run_all_flows(url: str, restart_gateway: Callable[[], None], screenshot: str) -> dict[str, float]:
+    with demo_page(url) as (page, errors):
+        check_actions_listed(page)
+        check_sum_result(page)
+        check_error_codes(page)
+        check_timeout(page)
+        check_invalid_json_is_caught_before_sending(page)
+        check_pushed_event(page)
+        burst = check_burst(page)
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / screenshot), full_page=True)
+        assert errors == [], errors  # checked before the restart, which the browser reports
+        check_reconnects(page, restart_gateway)
+    return burst
