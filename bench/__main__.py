@@ -1,0 +1,312 @@
+"""``make bench``: throughput and latency of the library, the gateway and fan-out, beside
+Node.js and plain redis-py on the same Redis, each component in its own process.
+
+Every figure is the median of several runs with min-max; ratios are computed within this
+run only, since the machine is shared. ``--quick`` is CI's smoke mode: it proves the bench
+runs and asserts nothing about speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from scripts.redis_process import RedisProcess, free_port
+
+from .stats import cpu_seconds, rss_mib
+
+ROOT = Path(__file__).resolve().parent.parent
+NODE_DIR = ROOT / "interop" / "node"
+RESULTS = ROOT / "bench" / "results"
+PY = sys.executable
+ENV = {**os.environ, "PYTHONPATH": f"{ROOT / 'services'}:{ROOT}", "LOG_LEVEL": "WARNING"}
+
+
+@dataclasses.dataclass
+class Config:
+    inflight: list[int]
+    runs: int
+    seconds: float
+    fanout_clients: list[int]
+    fanout_events: int
+    memory_calls: int
+    ws_clients: int
+    ws_window: int
+
+
+FULL = Config([1, 16, 128, 1024], 3, 2.0, [100, 1000], 200, 1_000_000, 16, 16)
+QUICK = Config([1, 128], 1, 0.5, [100], 20, 20_000, 4, 8)
+
+
+class Server:
+    """A long-running peer (responder, gateway) in its own process."""
+
+    def __init__(self, argv: list[str], ready: str | None = "ready", env: dict[str, str] | None = None) -> None:
+        self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env or ENV, cwd=ROOT)
+        if ready is not None:
+            line = self.process.stdout.readline() if self.process.stdout else ""
+            if ready not in line:
+                raise RuntimeError(f"{argv[:3]} did not start: {line!r}")
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.pid)
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def run_load(argv: list[str], timeout: float = 600) -> dict[str, Any]:
+    done = subprocess.run(argv, capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=timeout)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"{argv[:4]} failed ({done.returncode}): {done.stderr[-2000:]}")
+    return json.loads(lines[-1])
+
+
+def redis_cpu(client: redis.Redis) -> float:
+    info = client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def channel() -> str:
+    return f"bench_{uuid.uuid4().hex[:8]}"
+
+
+# -- scenarios --------------------------------------------------------------------------
+
+RESPONDERS = {
+    "library": lambda url, ch: [PY, "-m", "bench.library_responder", url, ch],
+    "node": lambda url, ch: ["node", str(NODE_DIR / "bench_responder.js"), url, ch],
+    "redis-py": lambda url, ch: [PY, "-m", "bench.redispy_pair", "responder", url, ch],
+}
+CALLERS = {
+    "library": lambda url, ch, n, s: [PY, "-m", "bench.library_caller", url, ch, str(n), str(s)],
+    "library-seed": lambda url, ch, n, s: [PY, "-m", "bench.library_caller", url, ch, str(n), str(s), "--shared-replies"],
+    "node": lambda url, ch, n, s: ["node", str(NODE_DIR / "bench_caller.js"), url, ch, str(n), str(s)],
+    "redis-py": lambda url, ch, n, s: [PY, "-m", "bench.redispy_pair", "caller", url, ch, str(n), str(s)],
+}
+PAIRS = [
+    # (name, caller, responder, in-flight levels or None for all)
+    ("ours: library caller -> library responder", "library", "library", None),
+    ("node: ioredis caller -> ioredis responder (bare)", "node", "node", None),
+    ("node caller (seed protocol) -> library responder", "node", "library", None),
+    ("library caller (seed protocol) -> node responder", "library-seed", "node", None),
+    ("plain redis-py caller -> redis-py responder", "redis-py", "redis-py", [1, 16, 128]),
+]
+
+
+def rpc_pairs(url: str, cfg: Config, client: redis.Redis) -> list[dict[str, Any]]:
+    rows = []
+    for name, caller, responder, levels in PAIRS:
+        for inflight in [n for n in cfg.inflight if levels is None or n in levels]:
+            runs = []
+            for _ in range(cfg.runs):
+                ch = channel()
+                server = Server(RESPONDERS[responder](url, ch))
+                try:
+                    cpu0, redis0 = server.cpu(), redis_cpu(client)
+                    result = run_load(CALLERS[caller](url, ch, inflight, cfg.seconds))
+                    result["responder_cpu"] = server.cpu() - cpu0
+                    result["redis_cpu"] = redis_cpu(client) - redis0
+                finally:
+                    server.stop()
+                runs.append(result)
+            rows.append(summarise_runs(name, inflight, runs))
+            report_row(rows[-1])
+    return rows
+
+
+def gateway_path(url: str, cfg: Config) -> list[dict[str, Any]]:
+    runs = []
+    for _ in range(cfg.runs):
+        ch = channel()
+        responder = Server(RESPONDERS["library"](url, ch))
+        gateway, ws_url = start_gateway(url, ch)
+        try:
+            cpu0, rcpu0 = gateway.cpu(), responder.cpu()
+            result = run_load([PY, "-m", "bench.ws_load", ws_url, str(cfg.ws_clients), str(cfg.ws_window), str(cfg.seconds)])
+            result["gateway_cpu"] = gateway.cpu() - cpu0
+            result["responder_cpu"] = responder.cpu() - rcpu0
+        finally:
+            gateway.stop()
+            responder.stop()
+        runs.append(result)
+    row = summarise_runs(f"gateway: {cfg.ws_clients} WebSockets x {cfg.ws_window} in flight -> library responder",
+                         cfg.ws_clients * cfg.ws_window, runs)
+    report_row(row)
+    return [row]
+
+
+def start_gateway(url: str, ch: str) -> tuple[Server, str]:
+    port = free_port()
+    env = {**ENV, "REDIS_URL": url, "RPC_CHANNEL": ch, "GATEWAY_PORT": str(port), "GATEWAY_SEND_QUEUE": "4096",
+           "GATEWAY_MAX_CALLS_PER_CLIENT": "1024"}
+    gateway = Server([PY, "-m", "ws_gateway"], ready=None, env=env)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1):
+                break
+        except OSError:
+            if time.monotonic() > deadline:
+                gateway.stop()
+                raise RuntimeError("gateway not ready") from None
+            time.sleep(0.05)
+    return gateway, f"ws://127.0.0.1:{port}/ws"
+
+
+def fanout(url: str, cfg: Config) -> list[dict[str, Any]]:
+    rows = []
+    for clients in cfg.fanout_clients:
+        runs = []
+        for _ in range(cfg.runs):
+            ch = channel()
+            gateway, ws_url = start_gateway(url, ch)
+            try:
+                cpu0 = gateway.cpu()
+                result = run_load([PY, "-m", "bench.fanout", ws_url, url, ch, str(clients), str(cfg.fanout_events)])
+                result["gateway_cpu"] = gateway.cpu() - cpu0
+            finally:
+                gateway.stop()
+            runs.append(result)
+        row = summarise_runs(f"fan-out: one push -> {clients} WebSockets", clients, runs, unit="deliveries/s")
+        report_row(row)
+        rows.append(row)
+    return rows
+
+
+def memory(url: str, cfg: Config) -> dict[str, Any]:
+    ch = channel()
+    server = Server(RESPONDERS["library"](url, ch))
+    try:
+        responder_before = rss_mib(server.pid)
+        result = run_load([PY, "-m", "bench.library_caller", url, ch, "128", "0", "--calls", str(cfg.memory_calls)])
+        responder_after = rss_mib(server.pid)
+    finally:
+        server.stop()
+    row = {
+        "calls": result["count"],
+        "errors": result["errors"],
+        "caller_rss_mib": [round(result["rss_before"], 1), round(result["rss_after"], 1)],
+        "responder_rss_mib": [round(responder_before, 1), round(responder_after, 1)],
+    }
+    print(f"memory over {row['calls']:,} calls: caller RSS {row['caller_rss_mib'][0]} -> {row['caller_rss_mib'][1]} MiB, "
+          f"responder RSS {row['responder_rss_mib'][0]} -> {row['responder_rss_mib'][1]} MiB, errors {row['errors']}")
+    return row
+
+
+# -- reporting --------------------------------------------------------------------------
+
+
+def summarise_runs(name: str, inflight: int, runs: list[dict[str, Any]], unit: str = "calls/s") -> dict[str, Any]:
+    def agg(key: str) -> dict[str, float] | None:
+        values = [r[key] for r in runs if key in r]
+        if not values:
+            return None
+        return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+    keys = ["rate", "p50", "p90", "p99", "max", "cpu", "responder_cpu", "redis_cpu", "gateway_cpu", "loadgen_cpu"]
+    row = {"scenario": name, "inflight": inflight, "unit": unit, "runs": runs}
+    row.update({k: v for k in keys if (v := agg(k)) is not None})
+    row["errors"] = sum(r.get("errors", 0) for r in runs)
+    return row
+
+
+def report_row(row: dict[str, Any]) -> None:
+    rate = row["rate"]
+    cpu = " ".join(f"{k.replace('_cpu', '')}={row[k]['median']:.2f}s" for k in ("cpu", "responder_cpu", "gateway_cpu", "redis_cpu",
+                                                                              "loadgen_cpu") if k in row)
+    print(f"{row['scenario'][:60]:<60} {row['inflight']:>5}  {rate['median']:>9,.0f} {row['unit']} "
+          f"({rate['min']:,.0f}-{rate['max']:,.0f})  p50 {row['p50']['median']:.2f}  p99 {row['p99']['median']:.2f}  "
+          f"max {row['max']['median']:.1f} ms  err {row['errors']}  cpu {cpu}", flush=True)
+
+
+def ratios(rows: list[dict[str, Any]]) -> list[str]:
+    by = {(r["scenario"], r["inflight"]): r["rate"]["median"] for r in rows}
+    ours, node, plain = PAIRS[0][0], PAIRS[1][0], PAIRS[4][0]
+    out = []
+    for (name, inflight), rate in sorted(by.items(), key=lambda kv: kv[0][1]):
+        if name != ours:
+            continue
+        parts = [f"{inflight:>5} in flight: ours {rate:,.0f}/s"]
+        if (node, inflight) in by:
+            parts.append(f"{rate / by[(node, inflight)]:.2f}x the bare Node.js pair")
+        if (plain, inflight) in by:
+            parts.append(f"{rate / by[(plain, inflight)]:.2f}x plain redis-py")
+        out.append(", ".join(parts))
+    return out
+
+
+def machine(client: redis.Redis) -> dict[str, Any]:
+    node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip() if shutil.which("node") else None
+    return {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "cores": os.cpu_count(),
+        "cpu": next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?"),
+        "python": platform.python_version(),
+        "redis": client.info("server")["redis_version"],
+        "node": node,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smoke mode for CI (under a minute)")
+    parser.add_argument("--only", choices=["rpc", "gateway", "fanout", "memory"], action="append")
+    args = parser.parse_args()
+    cfg = QUICK if args.quick else FULL
+    wanted = set(args.only or ["rpc", "gateway", "fanout", "memory"])
+    started = time.monotonic()
+    with RedisProcess() as server:
+        client = redis.Redis.from_url(server.url)
+        report: dict[str, Any] = {"machine": machine(client), "mode": "quick" if args.quick else "full", "config": dataclasses.asdict(cfg)}
+        print(f"machine: {report['machine']}")
+        rows: list[dict[str, Any]] = []
+        if "rpc" in wanted:
+            rows += rpc_pairs(server.url, cfg, client)
+        if "gateway" in wanted:
+            rows += gateway_path(server.url, cfg)
+        if "fanout" in wanted:
+            rows += fanout(server.url, cfg)
+        if "memory" in wanted:
+            report["memory"] = memory(server.url, cfg)
+        report["rows"] = rows
+        report["ratios"] = ratios(rows)
+        client.close()
+    print("\nratios within this run:")
+    for line in report["ratios"]:
+        print("  " + line)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"bench-{report['mode']}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps(report, indent=2))
+    print(f"\n{time.monotonic() - started:.0f}s; results in {out.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

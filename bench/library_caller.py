@@ -1,0 +1,68 @@
+"""Load from the library's Caller: N calls in flight for a fixed time (or a fixed count).
+
+python -m bench.library_caller URL CHANNEL INFLIGHT SECONDS [--calls N] [--payload BYTES]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+
+from pubsub_rpc import Caller, RpcError, Settings
+from pubsub_rpc.lifecycle import run
+
+from .stats import cpu_seconds, emit, rss_mib, summarise
+
+
+async def main(args: argparse.Namespace) -> None:
+    settings = Settings(redis_url=args.url, channel=args.channel, private_replies=not args.shared_replies, call_timeout=10)
+    payload = "x" * args.payload
+    latencies: list[int] = []
+    errors = 0
+    async with Caller(settings, name="bench-caller") as caller:
+        await caller.call("echo", payload)  # the responder is there
+        warm_until = time.monotonic() + args.warmup
+        while time.monotonic() < warm_until:
+            await asyncio.gather(*(caller.call("echo", payload) for _ in range(args.inflight)))
+        remaining = args.calls
+        rss_before = rss_mib()
+        stop_at = time.monotonic() + args.seconds
+
+        async def worker() -> None:
+            nonlocal errors, remaining
+            clock = time.perf_counter_ns
+            while time.monotonic() < stop_at if args.calls == 0 else remaining > 0:
+                remaining -= 1
+                started = clock()
+                try:
+                    await caller.call("echo", payload)
+                except RpcError:
+                    errors += 1
+                else:
+                    latencies.append(clock() - started)
+
+        cpu_before, started = cpu_seconds(), time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(args.inflight)))
+        elapsed = time.perf_counter() - started
+        result = summarise(latencies, errors, elapsed)
+        result.update(cpu=cpu_seconds() - cpu_before, rss_before=rss_before, rss_after=rss_mib())
+        emit(result)
+
+
+def parse() -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("url")
+    parser.add_argument("channel")
+    parser.add_argument("inflight", type=int)
+    parser.add_argument("seconds", type=float)
+    parser.add_argument("--calls", type=int, default=0, help="a fixed number of calls instead of a duration")
+    parser.add_argument("--warmup", type=float, default=0.5)
+    parser.add_argument("--payload", type=int, default=100)
+    parser.add_argument("--shared-replies", action="store_true", help="no replyTo: for seed-protocol responders")
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    arguments = parse()
+    run(lambda: main(arguments))
