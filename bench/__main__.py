@@ -45,13 +45,14 @@ class Config:
     seconds: float
     fanout_clients: list[int]
     fanout_events: int
+    fanout_offered: int
     memory_calls: int
     ws_clients: int
     ws_window: int
 
 
-FULL = Config([1, 16, 128, 1024], 3, 2.0, [100, 1000], 200, 1_000_000, 16, 16)
-QUICK = Config([1, 128], 1, 0.5, [100], 20, 20_000, 4, 8)
+FULL = Config([1, 16, 128, 1024], 3, 2.0, [100, 1000], 200, 60_000, 1_000_000, 16, 16)
+QUICK = Config([1, 128], 1, 0.5, [100], 20, 20_000, 20_000, 4, 8)
 
 
 class Server:
@@ -80,7 +81,7 @@ class Server:
             self.process.wait()
 
 
-def run_load(argv: list[str], timeout: float = 600) -> dict[str, Any]:
+def run_load(argv: list[str], timeout: float = 120) -> dict[str, Any]:
     done = subprocess.run(argv, capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=timeout)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
@@ -156,16 +157,25 @@ def gateway_path(url: str, cfg: Config) -> list[dict[str, Any]]:
             gateway.stop()
             responder.stop()
         runs.append(result)
-    row = summarise_runs(f"gateway: {cfg.ws_clients} WebSockets x {cfg.ws_window} in flight -> library responder",
-                         cfg.ws_clients * cfg.ws_window, runs)
+    row = summarise_runs(
+        f"gateway: {cfg.ws_clients} WebSockets x {cfg.ws_window} in flight -> library responder",
+        cfg.ws_clients * cfg.ws_window,
+        runs,
+    )
     report_row(row)
     return [row]
 
 
 def start_gateway(url: str, ch: str) -> tuple[Server, str]:
     port = free_port()
-    env = {**ENV, "REDIS_URL": url, "RPC_CHANNEL": ch, "GATEWAY_PORT": str(port), "GATEWAY_SEND_QUEUE": "4096",
-           "GATEWAY_MAX_CALLS_PER_CLIENT": "1024"}
+    env = {
+        **ENV,
+        "REDIS_URL": url,
+        "RPC_CHANNEL": ch,
+        "GATEWAY_PORT": str(port),
+        "GATEWAY_SEND_BUFFER": "16777216",
+        "GATEWAY_MAX_CALLS_PER_CLIENT": "1024",
+    }
     gateway = Server([PY, "-m", "ws_gateway"], ready=None, env=env)
     deadline = time.monotonic() + 30
     while True:
@@ -189,12 +199,14 @@ def fanout(url: str, cfg: Config) -> list[dict[str, Any]]:
             gateway, ws_url = start_gateway(url, ch)
             try:
                 cpu0 = gateway.cpu()
-                result = run_load([PY, "-m", "bench.fanout", ws_url, url, ch, str(clients), str(cfg.fanout_events)])
+                argv = [PY, "-m", "bench.fanout", ws_url, url, ch, str(clients), str(cfg.fanout_events), str(cfg.fanout_offered)]
+                result = run_load(argv)
                 result["gateway_cpu"] = gateway.cpu() - cpu0
             finally:
                 gateway.stop()
             runs.append(result)
-        row = summarise_runs(f"fan-out: one push -> {clients} WebSockets", clients, runs, unit="deliveries/s")
+        name = f"fan-out: one push -> {clients} WebSockets, {cfg.fanout_offered:,} offered/s"
+        row = summarise_runs(name, clients, runs, unit="deliveries/s")
         report_row(row)
         rows.append(row)
     return rows
@@ -215,8 +227,10 @@ def memory(url: str, cfg: Config) -> dict[str, Any]:
         "caller_rss_mib": [round(result["rss_before"], 1), round(result["rss_after"], 1)],
         "responder_rss_mib": [round(responder_before, 1), round(responder_after, 1)],
     }
-    print(f"memory over {row['calls']:,} calls: caller RSS {row['caller_rss_mib'][0]} -> {row['caller_rss_mib'][1]} MiB, "
-          f"responder RSS {row['responder_rss_mib'][0]} -> {row['responder_rss_mib'][1]} MiB, errors {row['errors']}")
+    print(
+        f"memory over {row['calls']:,} calls: caller RSS {row['caller_rss_mib'][0]} -> {row['caller_rss_mib'][1]} MiB, "
+        f"responder RSS {row['responder_rss_mib'][0]} -> {row['responder_rss_mib'][1]} MiB, errors {row['errors']}"
+    )
     return row
 
 
@@ -239,11 +253,17 @@ def summarise_runs(name: str, inflight: int, runs: list[dict[str, Any]], unit: s
 
 def report_row(row: dict[str, Any]) -> None:
     rate = row["rate"]
-    cpu = " ".join(f"{k.replace('_cpu', '')}={row[k]['median']:.2f}s" for k in ("cpu", "responder_cpu", "gateway_cpu", "redis_cpu",
-                                                                              "loadgen_cpu") if k in row)
-    print(f"{row['scenario'][:60]:<60} {row['inflight']:>5}  {rate['median']:>9,.0f} {row['unit']} "
-          f"({rate['min']:,.0f}-{rate['max']:,.0f})  p50 {row['p50']['median']:.2f}  p99 {row['p99']['median']:.2f}  "
-          f"max {row['max']['median']:.1f} ms  err {row['errors']}  cpu {cpu}", flush=True)
+    cpu = " ".join(
+        f"{k.replace('_cpu', '')}={row[k]['median']:.2f}s"
+        for k in ("cpu", "responder_cpu", "gateway_cpu", "redis_cpu", "loadgen_cpu")
+        if k in row
+    )
+    print(
+        f"{row['scenario'][:60]:<60} {row['inflight']:>5}  {rate['median']:>9,.0f} {row['unit']} "
+        f"({rate['min']:,.0f}-{rate['max']:,.0f})  p50 {row['p50']['median']:.2f}  p99 {row['p99']['median']:.2f}  "
+        f"max {row['max']['median']:.1f} ms  err {row['errors']}  cpu {cpu}",
+        flush=True,
+    )
 
 
 def ratios(rows: list[dict[str, Any]]) -> list[str]:
@@ -284,7 +304,11 @@ def main() -> int:
     started = time.monotonic()
     with RedisProcess() as server:
         client = redis.Redis.from_url(server.url)
-        report: dict[str, Any] = {"machine": machine(client), "mode": "quick" if args.quick else "full", "config": dataclasses.asdict(cfg)}
+        report: dict[str, Any] = {
+            "machine": machine(client),
+            "mode": "quick" if args.quick else "full",
+            "config": dataclasses.asdict(cfg),
+        }
         print(f"machine: {report['machine']}")
         rows: list[dict[str, Any]] = []
         if "rpc" in wanted:

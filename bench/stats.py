@@ -15,13 +15,14 @@ def percentile(sorted_values: list[float], p: float) -> float:
     return sorted_values[index]
 
 
-def summarise(latencies_ns: list[int], errors: int, seconds: float) -> dict[str, Any]:
+def summarise(latencies_ns: list[int], errors: int, seconds: float, count: int | None = None) -> dict[str, Any]:
     ms = sorted(v / 1e6 for v in latencies_ns)
+    count = len(ms) if count is None else count
     return {
-        "count": len(ms),
+        "count": count,
         "errors": errors,
         "seconds": seconds,
-        "rate": len(ms) / seconds if seconds else 0.0,
+        "rate": count / seconds if seconds else 0.0,
         "p50": percentile(ms, 50),
         "p90": percentile(ms, 90),
         "p99": percentile(ms, 99),

@@ -1,8 +1,8 @@
 """Load through the gateway: CLIENTS WebSockets, each with WINDOW calls in flight.
 
 python -m bench.ws_load WS_URL CLIENTS WINDOW SECONDS
-The generator is one Python process; the report says how much CPU it used, so a reader can
-tell whether it, rather than the gateway, was the limit.
+The generator is one process with a lean client (bench/wsclient.py); the report gives its
+CPU seconds, so a reader can tell whether it, rather than the gateway, was the limit.
 """
 
 from __future__ import annotations
@@ -11,53 +11,67 @@ import asyncio
 import sys
 import time
 
-import aiohttp
 import orjson
 
 from .stats import cpu_seconds, emit, summarise
+from .wsclient import connect
+
+PAYLOAD = "x" * 100
 
 
-async def client(session: aiohttp.ClientSession, url: str, window: int, stop_at: float, latencies: list[int], errors: list[int]) -> None:
-    async with session.ws_connect(url, max_msg_size=0) as ws:
-        sent: dict[int, int] = {}
-        next_id = 0
-        payload = "x" * 100
+async def run_clients(url: str, clients: int, window: int, seconds: float, latencies: list[int]) -> int:
+    stop_at = time.monotonic() + seconds
+    errors = 0
+    finished = asyncio.Event()
+    outstanding = 0
 
-        async def send() -> None:
-            nonlocal next_id
-            next_id += 1
-            sent[next_id] = time.perf_counter_ns()
-            await ws.send_str(orjson.dumps({"type": "call", "id": next_id, "action": "echo", "data": payload}).decode())
+    def make_client() -> tuple[dict[int, int], list[int]]:
+        return {}, [0]
 
-        for _ in range(window):
-            await send()
-        async for message in ws:
-            frame = orjson.loads(message.data)
+    async def one(sent: dict[int, int], next_id: list[int]) -> None:
+        nonlocal errors, outstanding
+
+        def send() -> None:
+            nonlocal outstanding
+            next_id[0] += 1
+            sent[next_id[0]] = time.perf_counter_ns()
+            outstanding += 1
+            sock.send_text(orjson.dumps({"type": "call", "id": next_id[0], "action": "echo", "data": PAYLOAD}))
+
+        def on_text(payload: bytes) -> None:
+            nonlocal errors, outstanding
+            frame = orjson.loads(payload)
             started = sent.pop(frame.get("id"), None) if frame["type"] in ("result", "error") else None
             if started is None:
-                continue
+                return
+            outstanding -= 1
             if frame["type"] == "result":
                 latencies.append(time.perf_counter_ns() - started)
             else:
-                errors.append(1)
+                errors += 1
             if time.monotonic() < stop_at:
-                await send()
-            elif not sent:
-                break
+                send()
+            elif outstanding == 0:
+                finished.set()
+
+        sock = await connect(url, on_text)
+        for _ in range(window):
+            send()
+
+    await asyncio.gather(*(one(*make_client()) for _ in range(clients)))
+    await asyncio.wait_for(finished.wait(), seconds + 30)
+    return errors
 
 
 async def main() -> None:
     url, clients, window, seconds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
-    async with aiohttp.ClientSession() as session:
-        await asyncio.gather(*(client(session, url, window, time.monotonic() + 0.5, [], []) for _ in range(clients)))  # warm-up
-        latencies: list[int] = []
-        errors: list[int] = []
-        cpu_before, started = cpu_seconds(), time.perf_counter()
-        stop_at = time.monotonic() + seconds
-        await asyncio.gather(*(client(session, url, window, stop_at, latencies, errors) for _ in range(clients)))
-        result = summarise(latencies, len(errors), time.perf_counter() - started)
-        result["loadgen_cpu"] = cpu_seconds() - cpu_before
-        emit(result)
+    await run_clients(url, clients, window, 0.5, [])  # warm-up
+    latencies: list[int] = []
+    cpu_before, started = cpu_seconds(), time.perf_counter()
+    errors = await run_clients(url, clients, window, seconds, latencies)
+    result = summarise(latencies, errors, time.perf_counter() - started)
+    result["loadgen_cpu"] = cpu_seconds() - cpu_before
+    emit(result)
 
 
 if __name__ == "__main__":

@@ -11,18 +11,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.ws_frames import connect
+
 from .conftest import Stack, gateway_ready
-
-
-async def ws_call(
-    ws: aiohttp.ClientWebSocketResponse, call_id: int, action: str, data: Any = None, timeout: float | None = None
-) -> dict:
-    await ws.send_json({"type": "call", "id": call_id, "action": action, "data": data, "timeout": timeout})
-    async with asyncio.timeout(15):
-        while True:
-            frame = await ws.receive_json()
-            if frame.get("id") == call_id and frame["type"] in ("result", "error"):
-                return frame
 
 
 @pytest.mark.parametrize(
@@ -34,16 +25,16 @@ async def ws_call(
     ],
 )
 async def test_round_trip_over_the_published_gateway(stack: Stack, action: str, data: Any, expected: Any) -> None:
-    async with aiohttp.ClientSession() as http, http.ws_connect(stack.ws_url) as ws:
-        frame = await ws_call(ws, 1, action, data)
+    async with aiohttp.ClientSession() as http, connect(http, stack.ws_url) as ws:
+        frame = await ws.call(1, action, data)
     assert frame["type"] == "result" and frame["result"] == expected
 
 
 async def test_configs_and_introspection(stack: Stack) -> None:
-    async with aiohttp.ClientSession() as http, http.ws_connect(stack.ws_url) as ws:
-        configs = await ws_call(ws, 1, "configs")
-        actions = await ws_call(ws, 2, "actions")
-        info = await ws_call(ws, 3, "info")
+    async with aiohttp.ClientSession() as http, connect(http, stack.ws_url) as ws:
+        configs = await ws.call(1, "configs")
+        actions = await ws.call(2, "actions")
+        info = await ws.call(3, "info")
     assert configs["result"]["locale"] == "en"
     assert {a["name"] for a in actions["result"]} >= {"configs", "echo", "sum", "slow", "fail", "actions", "info"}
     assert info["result"]["name"] == "laravel_like_responder"
@@ -59,16 +50,14 @@ async def test_configs_and_introspection(stack: Stack) -> None:
     ],
 )
 async def test_errors_arrive_named(stack: Stack, action: str, data: Any, timeout: float | None, code: str) -> None:
-    async with aiohttp.ClientSession() as http, http.ws_connect(stack.ws_url) as ws:
-        frame = await ws_call(ws, 1, action, data, timeout)
+    async with aiohttp.ClientSession() as http, connect(http, stack.ws_url) as ws:
+        frame = await ws.call(1, action, data, timeout)
     assert frame["type"] == "error" and frame["code"] == code
 
 
 async def test_push_reaches_a_websocket_client(stack: Stack) -> None:
-    async with aiohttp.ClientSession() as http, http.ws_connect(stack.ws_url) as ws:
-        async with asyncio.timeout(10):
-            while (frame := await ws.receive_json())["type"] != "event":
-                pass
+    async with aiohttp.ClientSession() as http, connect(http, stack.ws_url) as ws:
+        frame = await ws.next("event", timeout=10)
     assert frame["action"] == "configs" and frame["source"] == "laravel" and frame["data"]["locale"] == "en"
 
 
@@ -126,8 +115,8 @@ async def test_redis_restart_every_service_reconnects(stack: Stack) -> None:
 
     async def round_trip() -> bool:
         try:
-            async with aiohttp.ClientSession() as http, http.ws_connect(stack.ws_url) as ws:
-                return (await ws_call(ws, 1, "echo", "back"))["type"] == "result"
+            async with aiohttp.ClientSession() as http, connect(http, stack.ws_url) as ws:
+                return (await ws.call(1, "echo", "back"))["type"] == "result"
         except (aiohttp.ClientError, TimeoutError):
             return False
 
@@ -143,15 +132,13 @@ async def test_redis_restart_every_service_reconnects(stack: Stack) -> None:
 
 async def test_compose_stop_is_graceful(stack: Stack) -> None:
     """An in-flight call is answered during the responder's drain; every service exits 0."""
-    async with aiohttp.ClientSession() as http, http.ws_connect(stack.ws_url) as ws:
-        await ws.send_json({"type": "call", "id": 7, "action": "slow", "data": {"ms": 1500}, "timeout": 10})
+    async with aiohttp.ClientSession() as http, connect(http, stack.ws_url) as ws:
+        await ws.send({"type": "call", "id": 7, "action": "slow", "data": {"ms": 1500}, "timeout": 10})
         async with asyncio.timeout(10):  # the responder has taken the call: now stop it
-            while (await ws_call(ws, 8, "info"))["result"]["inFlight"] < 1:
+            while (await ws.call(8, "info"))["result"]["inFlight"] < 1:
                 pass
         stopping = asyncio.create_task(asyncio.to_thread(stack.compose, "stop", "laravel_like_responder"))
-        async with asyncio.timeout(15):
-            while (frame := await ws.receive_json()).get("id") != 7:
-                pass  # skip the pushes
+        frame = await ws.next("result", timeout=15, id=7)
         await stopping
     assert frame["type"] == "result" and frame["result"] == {"sleptMs": 1500}
     stack.compose("stop")

@@ -9,7 +9,6 @@ import os
 import socket
 import time
 from collections.abc import AsyncIterator
-from typing import Any
 
 import aiohttp
 import pytest
@@ -18,11 +17,12 @@ from pubsub_rpc import Responder, Settings
 from ws_gateway.app import create_app
 
 from .conftest import eventually
+from .ws_frames import connect
 
 
 @pytest.fixture
 async def gateway(settings: Settings, responder: Responder) -> AsyncIterator[TestServer]:
-    server = TestServer(create_app(dataclasses.replace(settings, gateway_send_queue=8)), host="127.0.0.1")
+    server = TestServer(create_app(dataclasses.replace(settings, gateway_send_buffer=256 * 1024)), host="127.0.0.1")
     await server.start_server()
     async with aiohttp.ClientSession() as http:
 
@@ -41,31 +41,23 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-async def receive(ws: aiohttp.ClientWebSocketResponse, frame_type: str, timeout: float = 5.0) -> dict[str, Any]:
-    async with asyncio.timeout(timeout):
-        while True:
-            frame = await ws.receive_json()
-            if frame["type"] == frame_type:
-                return frame
-
-
 async def test_round_trip_over_websocket(gateway: TestServer, http: aiohttp.ClientSession) -> None:
-    async with http.ws_connect(gateway.make_url("/ws")) as ws:
-        hello = await receive(ws, "hello")
+    async with connect(http, gateway.make_url("/ws")) as ws:
+        hello = await ws.next("hello")
         assert hello["maxCalls"] > 0
-        await ws.send_json({"type": "call", "id": "c1", "action": "sum", "data": [1, 2, 3]})
-        result = await receive(ws, "result")
+        await ws.send({"type": "call", "id": "c1", "action": "sum", "data": [1, 2, 3]})
+        result = await ws.next("result")
         assert result["id"] == "c1" and result["result"] == 6 and result["ms"] >= 0
-        await ws.send_json({"type": "call", "id": 2, "action": "fail"})
-        error = await receive(ws, "error")
+        await ws.send({"type": "call", "id": 2, "action": "fail"})
+        error = await ws.next("error")
         assert error["id"] == 2 and error["code"] == "handler_error"
-        await ws.send_json({"type": "call", "id": 3, "action": "slow", "data": {"ms": 2000}, "timeout": 0.1})
-        error = await receive(ws, "error")
+        await ws.send({"type": "call", "id": 3, "action": "slow", "data": {"ms": 2000}, "timeout": 0.1})
+        error = await ws.next("error")
         assert error["id"] == 3 and error["code"] == "timeout"
 
 
 async def test_bad_frames_get_error_frames_and_the_connection_stays(gateway: TestServer, http: aiohttp.ClientSession) -> None:
-    async with http.ws_connect(gateway.make_url("/ws")) as ws:
+    async with connect(http, gateway.make_url("/ws")) as ws:
         for bad in [
             "not json",
             "[1]",
@@ -73,22 +65,22 @@ async def test_bad_frames_get_error_frames_and_the_connection_stays(gateway: Tes
             '{"type": "call", "action": "echo"}',
             '{"type": "call", "id": 1}',
         ]:
-            await ws.send_str(bad)
-            error = await receive(ws, "error")
+            await ws.ws.send_str(bad)
+            error = await ws.next("error")
             assert error["code"] == "bad_frame" and error["message"]
-        await ws.send_bytes(b"\x00\x01")
-        assert (await receive(ws, "error"))["code"] == "bad_frame"
-        await ws.send_json({"type": "call", "id": "ok", "action": "echo", "data": "alive"})
-        assert (await receive(ws, "result"))["result"] == "alive"
+        await ws.ws.send_bytes(b"\x00\x01")
+        assert (await ws.next("error"))["code"] == "bad_frame"
+        await ws.send({"type": "call", "id": "ok", "action": "echo", "data": "alive"})
+        assert (await ws.next("result"))["result"] == "alive"
 
 
 async def test_pushes_reach_every_client(gateway: TestServer, http: aiohttp.ClientSession, responder: Responder) -> None:
-    async with http.ws_connect(gateway.make_url("/ws")) as one, http.ws_connect(gateway.make_url("/ws")) as two:
-        await receive(one, "hello")
-        await receive(two, "hello")
+    async with connect(http, gateway.make_url("/ws")) as one, connect(http, gateway.make_url("/ws")) as two:
+        await one.next("hello")
+        await two.next("hello")
         await responder.push("configs", {"locale": "en"})
         for ws in (one, two):
-            event = await receive(ws, "event")
+            event = await ws.next("event")
             assert event["action"] == "configs" and event["data"] == {"locale": "en"}
 
 
@@ -96,8 +88,8 @@ async def test_other_sites_cannot_open_the_socket(gateway: TestServer, http: aio
     with pytest.raises(aiohttp.WSServerHandshakeError) as info:
         await http.ws_connect(gateway.make_url("/ws"), headers={"Origin": "http://evil.example"})
     assert info.value.status == 403
-    async with http.ws_connect(gateway.make_url("/ws"), headers={"Origin": f"http://{gateway.host}:{gateway.port}"}) as ws:
-        assert (await receive(ws, "hello"))["type"] == "hello"
+    async with connect(http, gateway.make_url("/ws"), headers={"Origin": f"http://{gateway.host}:{gateway.port}"}) as ws:
+        assert (await ws.next("hello"))["type"] == "hello"
 
 
 async def test_health_endpoints(gateway: TestServer, http: aiohttp.ClientSession) -> None:
@@ -131,16 +123,16 @@ async def test_a_slow_client_does_not_delay_another(
 ) -> None:
     stalled = await asyncio.to_thread(open_stalled_websocket, gateway.host, gateway.port)
     try:
-        async with http.ws_connect(gateway.make_url("/ws")) as fast:
-            await receive(fast, "hello")
+        async with connect(http, gateway.make_url("/ws")) as fast:
+            await fast.next("hello")
             big = {"blob": "x" * 200_000}
             for n in range(40):  # far more than the stalled socket's buffers and send queue hold
                 await responder.push("bulk", {"n": n, **big})
-                event = await receive(fast, "event")
+                event = await fast.next("event")
                 assert event["data"]["n"] == n
             started = time.monotonic()
-            await fast.send_json({"type": "call", "id": 1, "action": "echo", "data": "quick"})
-            assert (await receive(fast, "result"))["result"] == "quick"
+            await fast.send({"type": "call", "id": 1, "action": "echo", "data": "quick"})
+            assert (await fast.next("result"))["result"] == "quick"
             assert time.monotonic() - started < 1.0
 
             async def stalled_client_dropped() -> bool:

@@ -14,13 +14,14 @@ import time
 import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import WSMsgType, web
 from pubsub_rpc import Caller, Event, RpcError, Settings
 
 from . import frames
-from .clients import WsClient
+from .clients import Outbox, WsClient
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,7 @@ STATIC = Path(__file__).parent / "static"
 SETTINGS = web.AppKey("settings", Settings)
 CALLER = web.AppKey("caller", Caller)
 CLIENTS = web.AppKey("clients", weakref.WeakSet[WsClient])
+OUTBOX = web.AppKey("outbox", Outbox)
 
 
 async def caller_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -69,9 +71,13 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     settings = app[SETTINGS]
     if not origin_allowed(request, settings.gateway_allowed_origins):
         raise web.HTTPForbidden(text="origin not allowed; set GATEWAY_ALLOWED_ORIGINS")
-    ws = web.WebSocketResponse(heartbeat=20, max_msg_size=settings.max_message_bytes)
+    # No compression: small JSON gains little, and frames are encoded once for all clients.
+    ws = web.WebSocketResponse(heartbeat=20, max_msg_size=settings.max_message_bytes, compress=False)
     await ws.prepare(request)
-    client = WsClient(ws, request.transport, settings.gateway_send_queue, request.remote or "?")
+    transport = request.transport
+    if transport is None:  # the client went away during the handshake
+        return ws
+    client = WsClient(ws, transport, app[OUTBOX], settings.gateway_send_buffer, request.remote or "?")
     app[CLIENTS].add(client)
     client.send(frames.hello(settings.gateway_max_timeout, settings.gateway_max_calls_per_client))
     try:
@@ -98,19 +104,30 @@ def handle_text(app: web.Application, client: WsClient, text: str) -> None:
             frames.error(call.id, "overloaded", f"at most {settings.gateway_max_calls_per_client} calls in flight per connection")
         )
         return
-    task = asyncio.create_task(forward_call(app[CALLER], client, call))
-    client.calls.add(task)
-    task.add_done_callback(client.calls.discard)
-
-
-async def forward_call(caller: Caller, client: WsClient, call: frames.CallFrame) -> None:
     started = time.perf_counter()
     try:
-        value = await caller.call(call.action, call.data, timeout=call.timeout)
+        future = app[CALLER].start_call(call.action, call.data, timeout=call.timeout)
     except RpcError as exc:
-        client.send(frames.error(call.id, exc.code, exc.message, (time.perf_counter() - started) * 1000))
+        client.send(frames.error(call.id, exc.code, exc.message, 0.0))
+        return
+    # A callback, not a task per call: the reply is framed and queued from the read loop.
+    client.calls.add(future)
+    future.add_done_callback(lambda done: reply_to_client(client, call.id, started, done))
+
+
+def reply_to_client(client: WsClient, call_id: str | int, started: float, done: asyncio.Future[Any]) -> None:
+    client.calls.discard(done)
+    if done.cancelled():
+        return
+    elapsed = (time.perf_counter() - started) * 1000
+    exc = done.exception()
+    if exc is None:
+        client.send(frames.result(call_id, done.result(), elapsed))
+    elif isinstance(exc, RpcError):
+        client.send(frames.error(call_id, exc.code, exc.message, elapsed))
     else:
-        client.send(frames.result(call.id, value, (time.perf_counter() - started) * 1000))
+        log.error("call %s failed unexpectedly", call_id, exc_info=exc)
+        client.send(frames.error(call_id, "internal_error", "the gateway failed to forward the call", elapsed))
 
 
 async def index(request: web.Request) -> web.FileResponse:
@@ -131,6 +148,7 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application()
     app[SETTINGS] = settings
     app[CLIENTS] = weakref.WeakSet()
+    app[OUTBOX] = Outbox()
     app.cleanup_ctx.append(caller_ctx)
     app.on_shutdown.append(close_websockets)
     app.router.add_get("/", index)

@@ -8,6 +8,8 @@ from typing import Any
 import orjson
 from pubsub_rpc import Event
 
+from .clients import text_frame
+
 
 class BadFrame(ValueError):
     def __init__(self, message: str, frame_id: Any = None) -> None:
@@ -46,20 +48,23 @@ def parse_call(text: str, max_timeout: float) -> CallFrame:
     return CallFrame(frame_id, action, frame.get("data"), timeout)
 
 
-def result(frame_id: Any, value: Any, elapsed_ms: float) -> str:
-    return orjson.dumps({"type": "result", "id": frame_id, "result": value, "ms": round(elapsed_ms, 3)}).decode()
+# Builders return complete WebSocket frames (bytes), ready for WsClient.send.
 
 
-def error(frame_id: Any, code: str, message: str, elapsed_ms: float | None = None) -> str:
+def result(frame_id: Any, value: Any, elapsed_ms: float) -> bytes:
+    return text_frame(orjson.dumps({"type": "result", "id": frame_id, "result": value, "ms": round(elapsed_ms, 3)}))
+
+
+def error(frame_id: Any, code: str, message: str, elapsed_ms: float | None = None) -> bytes:
     frame: dict[str, Any] = {"type": "error", "id": frame_id, "code": code, "message": message}
     if elapsed_ms is not None:
         frame["ms"] = round(elapsed_ms, 3)
-    return orjson.dumps(frame).decode()
+    return text_frame(orjson.dumps(frame))
 
 
-def event(ev: Event) -> str:
-    return orjson.dumps({"type": "event", "action": ev.action, "source": ev.source, "data": ev.data}).decode()
+def event(ev: Event) -> bytes:
+    return text_frame(orjson.dumps({"type": "event", "action": ev.action, "source": ev.source, "data": ev.data}))
 
 
-def hello(max_timeout: float, max_calls: int) -> str:
-    return orjson.dumps({"type": "hello", "maxTimeout": max_timeout, "maxCalls": max_calls}).decode()
+def hello(max_timeout: float, max_calls: int) -> bytes:
+    return text_frame(orjson.dumps({"type": "hello", "maxTimeout": max_timeout, "maxCalls": max_calls}))

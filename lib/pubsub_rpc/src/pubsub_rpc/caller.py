@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 import uuid
@@ -20,7 +21,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from . import protocol
-from .errors import CallTimeout, ConnectionLost, NoResponder
+from .errors import CallTimeout, ConnectionLost, NoResponder, RpcError
 from .link import Publisher, Subscriber
 from .protocol import Event, MalformedMessage
 from .settings import Settings
@@ -39,7 +40,13 @@ class Caller:
         self.caller_id = uuid.uuid4().hex[:12]
         self.reply_channel = f"{self.settings.channel}.reply.{self.caller_id}"
         self._request_channel = self.settings.request_channel
-        self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._reply_to = self.reply_channel if self.settings.private_replies else None
+        self._source = self.settings.source
+        self._default_timeout = self.settings.call_timeout
+        self._sequence = itertools.count(1)
+        # requestId -> (future, timeout timer, action); removed by whichever comes first:
+        # the reply, the timeout, "nobody listening", cancellation or a lost connection.
+        self._pending: dict[str, tuple[asyncio.Future[Any], asyncio.TimerHandle, str]] = {}
         self._event_handlers: list[EventHandler] = []
         channels = [self.settings.channel]
         if self.settings.private_replies:
@@ -86,32 +93,59 @@ class Caller:
         Raises CallTimeout, NoResponder, ConnectionLost, or a RemoteError subclass named by
         the reply's code (UnknownAction, InvalidRequest, HandlerError, Overloaded, ...).
         """
+        request_id, future = self._start(action, data, timeout)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            self._forget(request_id)
+            raise
+
+    def start_call(self, action: str, data: Any = None, *, timeout: float | None = None) -> asyncio.Future[Any]:
+        """Send the request now and return a future for its result (or named error), for
+        code that reacts in a callback rather than awaiting, like the gateway. Cancelling
+        the future does not stop the remote work; its bookkeeping ends at the timeout."""
+        return self._start(action, data, timeout)[1]
+
+    def _start(self, action: str, data: Any, timeout: float | None) -> tuple[str, asyncio.Future[Any]]:
         if not self._subscriber.ready.is_set():
             raise ConnectionLost(f"{self.name}: not subscribed to the reply channel (Redis down?)")
-        timeout = self.settings.call_timeout if timeout is None else timeout
+        timeout = self._default_timeout if timeout is None else timeout
         loop = asyncio.get_running_loop()
-        request_id = str(uuid.uuid4())
+        # Unique without uuid4's cost: this caller's random id plus a counter.
+        request_id = f"{self.caller_id}-{next(self._sequence)}"
         payload = protocol.encode_request(
-            action,
-            data,
-            request_id,
-            self.settings.source,
-            reply_to=self.reply_channel if self.settings.private_replies else None,
-            deadline_ms=int((time.time() + timeout) * 1000),
+            action, data, request_id, self._source, self._reply_to, int((time.time() + timeout) * 1000)
         )
-        future: asyncio.Future[dict[str, Any]] = loop.create_future()
-        self._pending[request_id] = future
-        try:
-            count = self._publisher.publish(self._request_channel, payload)
-            count.add_done_callback(lambda c: _fail_if_unheard(c, future, action))
-            timer = loop.call_later(timeout, _expire, future, action, timeout)
-            try:
-                reply = await future
-            finally:
+        future: asyncio.Future[Any] = loop.create_future()
+        # Published first: if Redis is down this raises before anything is registered.
+        self._publisher.publish_request(self._request_channel, payload, self._after_publish, request_id)
+        timer = loop.call_later(timeout, self._expire, request_id, action, timeout)
+        self._pending[request_id] = (future, timer, action)
+        return request_id, future
+
+    def _after_publish(self, request_id: str, receivers: int | Exception) -> None:
+        """PUBLISH's answer: how many subscribers got the request. None means nobody is
+        listening, so fail now rather than at the timeout."""
+        if receivers == 0 or isinstance(receivers, Exception):
+            entry = self._pending.pop(request_id, None)
+            if entry is not None:
+                future, timer, action = entry
                 timer.cancel()
-        finally:
-            del self._pending[request_id]
-        return protocol.result_of(reply)
+                if not future.done():
+                    if receivers == 0:
+                        future.set_exception(NoResponder(f"no responder is subscribed to receive {action!r}"))
+                    else:
+                        future.set_exception(receivers)
+
+    def _expire(self, request_id: str, action: str, timeout: float) -> None:
+        entry = self._pending.pop(request_id, None)
+        if entry is not None and not entry[0].done():
+            entry[0].set_exception(CallTimeout(f"no reply to {action!r} within {timeout:g}s"))
+
+    def _forget(self, request_id: str) -> None:
+        entry = self._pending.pop(request_id, None)
+        if entry is not None:
+            entry[1].cancel()
 
     async def notify(self, action: str, data: Any = None) -> int:
         """Fire-and-forget (the seed's ``call2``): no requestId, no reply. Returns how many
@@ -165,10 +199,16 @@ class Caller:
             if "ok" not in message or message.get("ok") is not False:
                 self._dispatch_event(Event.from_message(message, channel))
             return
-        future = self._pending.get(request_id) if isinstance(request_id, str) else None
-        if future is not None and not future.done():
-            future.set_result(message)
-        # Otherwise: another caller's reply on the shared channel, or one that came too late.
+        entry = self._pending.pop(request_id, None) if isinstance(request_id, str) else None
+        if entry is None:
+            return  # another caller's reply on the shared channel, or one that came too late
+        future, timer, _ = entry
+        timer.cancel()
+        if not future.done():
+            try:
+                future.set_result(protocol.result_of(message))
+            except RpcError as exc:
+                future.set_exception(exc)
 
     def _dispatch_event(self, event: Event) -> None:
         for handler in list(self._event_handlers):
@@ -179,23 +219,8 @@ class Caller:
 
     def _fail_pending(self) -> None:
         """Replies sent while we were unsubscribed are gone for good: fail now, not at timeout."""
-        for future in self._pending.values():
+        pending, self._pending = self._pending, {}
+        for future, timer, _ in pending.values():
+            timer.cancel()
             if not future.done():
                 future.set_exception(ConnectionLost(f"{self.name}: connection to Redis lost during the call"))
-
-
-def _expire(future: asyncio.Future[Any], action: str, timeout: float) -> None:
-    if not future.done():
-        future.set_exception(CallTimeout(f"no reply to {action!r} within {timeout:g}s"))
-
-
-def _fail_if_unheard(count: asyncio.Future[int], future: asyncio.Future[Any], action: str) -> None:
-    if future.done():
-        return
-    if count.cancelled():
-        return
-    exc = count.exception()
-    if exc is not None:
-        future.set_exception(exc)
-    elif count.result() == 0:
-        future.set_exception(NoResponder(f"no responder is subscribed to receive {action!r}"))

@@ -1,10 +1,11 @@
 """Long-lived Redis connections with a lean hot path, reconnecting on their own.
 
 redis-py opens each connection (DSN parsing, TLS, AUTH/ACL, SELECT, client name); after the
-handshake we drive the socket ourselves: hiredis parses every message a read returns in
-one go, and all writes of one event-loop tick leave in one ``write()``. That is what lets
-one Python process do tens of thousands of calls a second (see bench/); a task and a parser
-round per message, as ``PubSub.listen()`` costs, does not.
+handshake we take the transport over with a small ``asyncio.Protocol``: hiredis parses every
+message a read returns, in ``data_received``, with no task wake-up per read, and all writes
+of one event-loop tick leave in one ``write()``. That is what lets one Python process do
+tens of thousands of calls a second (see bench/); a task and a parser round per message, as
+``PubSub.listen()`` costs, does not.
 
 A link reconnects forever with capped exponential backoff. While it is down it is not
 ``ready``; whatever was waiting on it fails with ``ConnectionLost``.
@@ -18,6 +19,7 @@ import logging
 import random
 from collections import deque
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import hiredis
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
@@ -52,7 +54,7 @@ class Link:
         self._pool = connection_pool(redis_url, name)
         self._health_check_interval = health_check_interval
         self.ready = asyncio.Event()
-        self._writer: asyncio.StreamWriter | None = None
+        self._transport: asyncio.WriteTransport | None = None
         self._out: list[bytes] = []
         self._flush_scheduled = False
         self._task: asyncio.Task[None] | None = None
@@ -105,26 +107,20 @@ class Link:
             self.reconnects += 1
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        parser = hiredis.Reader()
-        self._writer = writer
-        self._on_connected()
-        watchdog = asyncio.create_task(self._watchdog(writer), name=f"watchdog:{self.name}")
+        transport = writer.transport
+        protocol = _LinkProtocol(self, asyncio.get_running_loop().create_future())
+        transport.set_protocol(protocol)  # from here on, bytes go to our parser, not redis-py's
+        self._transport = transport
         self._got_data = True
+        self._on_connected()
+        watchdog = asyncio.create_task(self._watchdog(transport), name=f"watchdog:{self.name}")
         try:
-            while True:
-                data = await reader.read(READ_SIZE)
-                if not data:
-                    raise EOFError("closed by the server")
-                self._got_data = True
-                parser.feed(data)
-                reply = parser.gets()
-                while reply is not False:
-                    self._on_reply(reply)
-                    reply = parser.gets()
+            await protocol.closed
         finally:
             watchdog.cancel()
+            transport.abort()
 
-    async def _watchdog(self, writer: asyncio.StreamWriter) -> None:
+    async def _watchdog(self, transport: asyncio.WriteTransport) -> None:
         """PING when idle; a connection silent for two intervals is half-open, so drop it."""
         while True:
             await asyncio.sleep(self._health_check_interval)
@@ -135,12 +131,12 @@ class Link:
             await asyncio.sleep(self._health_check_interval)
             if not self._got_data:
                 log.warning("%s: no answer to PING; dropping the connection", self.name)
-                writer.transport.abort()
+                transport.abort()
                 return
 
     def _disconnected(self) -> None:
         self.ready.clear()
-        self._writer = None
+        self._transport = None
         self._out.clear()
         for callback in self._disconnect_callbacks:
             callback()
@@ -156,8 +152,8 @@ class Link:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        if self._writer is not None and self._out:
-            self._writer.write(b"".join(self._out))
+        if self._transport is not None and self._out:
+            self._transport.write(b"".join(self._out))
         self._out.clear()
 
     # -- for subclasses --------------------------------------------------------------
@@ -172,12 +168,46 @@ class Link:
         raise NotImplementedError
 
 
+class _LinkProtocol(asyncio.Protocol):
+    """Feeds a link's bytes to hiredis and hands over each complete reply, synchronously."""
+
+    def __init__(self, link: Link, closed: asyncio.Future[None]) -> None:
+        self._link = link
+        self._parser = hiredis.Reader()
+        self.closed = closed
+
+    def data_received(self, data: bytes) -> None:
+        link = self._link
+        link._got_data = True
+        try:
+            self._parser.feed(data)
+            reply = self._parser.gets()
+            while reply is not False:
+                link._on_reply(reply)
+                reply = self._parser.gets()
+        except hiredis.ProtocolError as exc:
+            self._close(exc)
+
+    def eof_received(self) -> bool:
+        self._close(EOFError("closed by the server"))
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._close(exc or EOFError("connection closed"))
+
+    def _close(self, exc: BaseException) -> None:
+        if not self.closed.done():
+            self.closed.set_exception(exc)
+
+
 class Publisher(Link):
     """Pipelined PUBLISH: many in flight on one connection, answers matched in order."""
 
     def __init__(self, redis_url: str, name: str, health_check_interval: float = 15.0) -> None:
         super().__init__(redis_url, name, health_check_interval)
-        self._waiters: deque[asyncio.Future[int] | None] = deque()
+        # One entry per command sent, answered in order: None (nobody waits), a Future for
+        # the receiver count, or (callback, argument) called with the count or the error.
+        self._waiters: deque[Any] = deque()
         self._headers: dict[str, bytes] = {}
 
     def publish(self, channel: str, payload: bytes) -> asyncio.Future[int]:
@@ -190,6 +220,13 @@ class Publisher(Link):
         """PUBLISH without wanting the count (replies, pushes). Raises ConnectionLost if down."""
         self._send(channel, payload, None)
 
+    def publish_request(
+        self, channel: str, payload: bytes, on_count: Callable[[Any, int | Exception], None], argument: Any
+    ) -> None:
+        """PUBLISH, then ``on_count(argument, receivers_or_error)`` when Redis answers.
+        Cheaper than a count future plus a done-callback: this runs once per call."""
+        self._send(channel, payload, (on_count, argument))
+
     async def drain(self) -> None:
         """Wait until every PUBLISH sent so far has been answered (or the link dropped)."""
         if self._waiters and self.ready.is_set():
@@ -199,8 +236,8 @@ class Publisher(Link):
             with contextlib.suppress(ConnectionLost):
                 await marker
 
-    def _send(self, channel: str, payload: bytes, future: asyncio.Future[int] | None) -> None:
-        if self._writer is None:
+    def _send(self, channel: str, payload: bytes, future: Any) -> None:
+        if self._transport is None:
             raise ConnectionLost(f"{self.name}: not connected to Redis")
         header = self._headers.get(channel)
         if header is None:
@@ -217,22 +254,31 @@ class Publisher(Link):
         self._write(_command(b"PING"))
 
     def _on_reply(self, reply: object) -> None:
-        future = self._waiters.popleft()
-        if future is None or future.done():
+        waiter = self._waiters.popleft()
+        if type(waiter) is tuple:
+            on_count, argument = waiter
+            on_count(
+                argument, ConnectionLost(f"Redis refused PUBLISH: {reply}") if isinstance(reply, hiredis.ReplyError) else reply
+            )
+            return
+        if waiter is None or waiter.done():
             if isinstance(reply, hiredis.ReplyError):
                 log.error("%s: Redis refused a command: %s", self.name, reply)
             return
         if isinstance(reply, hiredis.ReplyError):
-            future.set_exception(ConnectionLost(f"Redis refused PUBLISH: {reply}"))
+            waiter.set_exception(ConnectionLost(f"Redis refused PUBLISH: {reply}"))
         else:
-            future.set_result(reply if isinstance(reply, int) else 0)
+            waiter.set_result(reply if isinstance(reply, int) else 0)
 
     def _disconnected(self) -> None:
         waiters, self._waiters = self._waiters, deque()
         super()._disconnected()
-        for future in waiters:
-            if future is not None and not future.done():
-                future.set_exception(ConnectionLost(f"{self.name}: connection to Redis lost"))
+        lost = ConnectionLost(f"{self.name}: connection to Redis lost")
+        for waiter in waiters:
+            if type(waiter) is tuple:
+                waiter[0](waiter[1], lost)
+            elif waiter is not None and not waiter.done():
+                waiter.set_exception(lost)
 
 
 MessageHandler = Callable[[str, bytes], None]

@@ -40,7 +40,7 @@ class Settings:
     heartbeat_file: str = ""
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8080
-    gateway_send_queue: int = 256
+    gateway_send_buffer: int = 1_048_576
     gateway_max_calls_per_client: int = 256
     gateway_max_timeout: float = 30.0
     gateway_allowed_origins: str = ""
@@ -90,7 +90,7 @@ ENV: dict[str, tuple[str, str]] = {
     "heartbeat_file": ("HEARTBEAT_FILE", "file touched while healthy, for container health checks"),
     "gateway_host": ("GATEWAY_HOST", "address the gateway binds"),
     "gateway_port": ("GATEWAY_PORT", "port the gateway binds"),
-    "gateway_send_queue": ("GATEWAY_SEND_QUEUE", "frames queued per WebSocket before it is dropped as too slow"),
+    "gateway_send_buffer": ("GATEWAY_SEND_BUFFER", "bytes a WebSocket may leave unsent before it is dropped as too slow"),
     "gateway_max_calls_per_client": ("GATEWAY_MAX_CALLS_PER_CLIENT", "calls one WebSocket may have in flight"),
     "gateway_max_timeout": ("GATEWAY_MAX_TIMEOUT", "upper bound on a browser call's timeout, seconds"),
     "gateway_allowed_origins": (
