@@ -10,7 +10,7 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v php >/dev/null || missing+=(php-cli)
-{ command -v php >/dev/null && php -m 2>/dev/null | grep -qi '^redis$'; } || missing+=(php-redis)
+{ command -v php >/dev/null && php -r 'exit(extension_loaded("redis") ? 0 : 1);'; } || missing+=(php-redis)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
