@@ -59,7 +59,7 @@ call: ## one call through the caller container: make call ACTION=sum DATA='[1,2]
 	@$(COMPOSE) exec -T node_like_caller python -m node_like_caller call "$(ACTION)" '$(DATA)'
 
 e2e: setup bootstrap ## end-to-end tests against the real containers (own project, own port)
-	@.venv/bin/python -m pytest e2e -p no:cacheprovider $(PYTEST_ARGS)
+	@.venv/bin/python -m pytest e2e -p no:cacheprovider -o timeout=300 $(PYTEST_ARGS)
 
 check: test e2e ## both suites
 
