@@ -282,6 +282,34 @@ def ratios(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def markdown(report: dict[str, Any]) -> str:
+    m = report["machine"]
+    lines = [
+        f"Measured {m['date']} on {m['cores']} cores ({m['cpu']}), Python {m['python']}, Redis {m['redis']}, "
+        f"Node.js {m['node']}; {report['config']['runs']} runs of {report['config']['seconds']:g} s each, "
+        "medians with min-max. Caller, responder and Redis each in its own process on the same 2 cores.",
+        "",
+        "| scenario | in flight | rate | p50 ms | p99 ms | max ms | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in report["rows"]:
+        rate = row["rate"]
+        lines.append(
+            f"| {row['scenario']} | {row['inflight']:,} | {rate['median']:,.0f} {row['unit']} "
+            f"({rate['min']:,.0f}-{rate['max']:,.0f}) | {row['p50']['median']:.2f} | {row['p99']['median']:.2f} "
+            f"| {row['max']['median']:.1f} | {row['errors']} |"
+        )
+    if "memory" in report:
+        mem = report["memory"]
+        lines += [
+            "",
+            f"Memory over {mem['calls']:,} calls: caller RSS {mem['caller_rss_mib'][0]} -> {mem['caller_rss_mib'][1]} MiB, "
+            f"responder RSS {mem['responder_rss_mib'][0]} -> {mem['responder_rss_mib'][1]} MiB, {mem['errors']} errors.",
+        ]
+    lines += ["", "Ratios within this run:", ""] + [f"- {line.strip()}" for line in report["ratios"]]
+    return "\n".join(lines) + "\n"
+
+
 def machine(client: redis.Redis) -> dict[str, Any]:
     node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip() if shutil.which("node") else None
     return {
@@ -328,7 +356,8 @@ def main() -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"bench-{report['mode']}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(report, indent=2))
-    print(f"\n{time.monotonic() - started:.0f}s; results in {out.relative_to(ROOT)}")
+    out.with_suffix(".md").write_text(markdown(report))
+    print(f"\n{time.monotonic() - started:.0f}s; results in {out.relative_to(ROOT)} and .md beside it")
     return 0
 
 
