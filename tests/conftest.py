@@ -7,10 +7,17 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 import redis.asyncio as aioredis
+import uvloop
 from laravel_like_responder.actions import register
 from pubsub_rpc import Caller, Responder, Settings
 
 from scripts.redis_process import RedisProcess
+
+
+def pytest_asyncio_loop_factories() -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """Every async test runs on both loops: the services run on uvloop, whose transports
+    (TCP, TLS) are its own implementation, and users may run on either."""
+    return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
 
 
 @pytest.fixture(scope="session")

@@ -73,8 +73,12 @@ class Caller:
         can never beat us to the channel."""
         self._subscriber.start()
         self._publisher.start()
-        await self._subscriber.wait_ready(connect_timeout)
-        await self._publisher.wait_ready(connect_timeout)
+        try:
+            await self._subscriber.wait_ready(connect_timeout)
+            await self._publisher.wait_ready(connect_timeout)
+        except BaseException:
+            await self.close()  # `async with` will not call __aexit__ for us
+            raise
 
     async def close(self) -> None:
         await self._subscriber.close()
@@ -101,7 +105,7 @@ class Caller:
         try:
             return await future
         except asyncio.CancelledError:
-            self._forget(request_id)
+            self._settle(request_id)
             raise
 
     def start_call(self, action: str, data: Any = None, *, timeout: float | None = None) -> asyncio.Future[Any]:
@@ -147,7 +151,7 @@ class Caller:
         return future, action, timeout
 
     def _after_publish(self, request_id: str, receivers: int | Exception) -> None:
-        """PUBLISH's answer: how many subscribers got the request. None means nobody is
+        """PUBLISH's answer: how many subscribers got the request. 0 means nobody is
         listening, so fail now rather than at the timeout."""
         if receivers == 0 or isinstance(receivers, Exception):
             entry = self._settle(request_id)
@@ -165,9 +169,6 @@ class Caller:
             entry = self._pending.pop(request_id, None)
             if entry is not None and not entry[0].done():
                 entry[0].set_exception(CallTimeout(f"no reply to {entry[2]!r} within {entry[3]:g}s"))
-
-    def _forget(self, request_id: str) -> None:
-        self._settle(request_id)
 
     async def notify(self, action: str, data: Any = None) -> int:
         """Fire-and-forget (the seed's ``call2``): no requestId, no reply. Returns how many
@@ -218,7 +219,7 @@ class Caller:
             return
         request_id = message.get("requestId")
         if request_id is None:
-            if "ok" not in message or message.get("ok") is not False:
+            if message.get("ok") is not False:
                 self._dispatch_event(Event.from_message(message, channel))
             return
         entry = self._settle(request_id) if isinstance(request_id, str) else None

@@ -59,6 +59,7 @@ class Link:
         self._flush_scheduled = False
         self._task: asyncio.Task[None] | None = None
         self._disconnect_callbacks: list[Callable[[], None]] = []
+        self._got_data = False  # since the watchdog last looked
         self.reconnects = 0
 
     # -- lifecycle -------------------------------------------------------------------
@@ -82,7 +83,9 @@ class Link:
             async with asyncio.timeout(timeout):
                 await self.ready.wait()
         except TimeoutError:
-            raise ConnectionLost(f"{self.name}: Redis not reachable within {timeout:g}s") from None
+            raise ConnectionLost(
+                f"{self.name}: not ready within {timeout:g}s (Redis unreachable, or a subscription refused: see the log)"
+            ) from None
 
     async def _run(self) -> None:
         delay = BACKOFF_INITIAL
@@ -97,7 +100,8 @@ class Link:
                 continue
             delay = BACKOFF_INITIAL
             try:
-                await self._serve(connection._reader, connection._writer)  # type: ignore[arg-type]
+                # redis-py keeps its StreamWriter private; after the handshake its transport is ours.
+                await self._serve(connection._writer.transport)  # type: ignore[union-attr]
             except (OSError, RedisError, hiredis.ProtocolError, EOFError) as exc:
                 log.warning("%s: connection to Redis lost (%s); reconnecting", self.name, exc or type(exc).__name__)
             finally:
@@ -106,8 +110,7 @@ class Link:
                     await connection.disconnect(nowait=True)
             self.reconnects += 1
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        transport = writer.transport
+    async def _serve(self, transport: asyncio.Transport) -> None:
         protocol = _LinkProtocol(self, asyncio.get_running_loop().create_future())
         transport.set_protocol(protocol)  # from here on, bytes go to our parser, not redis-py's
         self._transport = transport

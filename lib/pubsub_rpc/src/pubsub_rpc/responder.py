@@ -100,9 +100,14 @@ class Responder:
     async def start(self, connect_timeout: float = 10.0) -> None:
         self._accepting = True
         self._publisher.start()
-        await self._publisher.wait_ready(connect_timeout)
-        self._subscriber.start()
-        await self._subscriber.wait_ready(connect_timeout)
+        try:
+            await self._publisher.wait_ready(connect_timeout)
+            self._subscriber.start()  # only once replies can be sent
+            await self._subscriber.wait_ready(connect_timeout)
+        except BaseException:
+            await self._subscriber.close()  # `async with` will not call __aexit__ for us
+            await self._publisher.close()
+            raise
 
     @property
     def ready(self) -> bool:
