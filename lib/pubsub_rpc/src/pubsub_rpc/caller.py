@@ -148,6 +148,9 @@ class Caller:
         bucket = self._deadlines.get(tick)
         if bucket is not None:
             bucket.discard(request_id)
+            if not bucket:  # drop it now: memory stays bounded by the calls in flight
+                del self._deadlines[tick]
+                self._deadline_timers.pop(tick).cancel()
         return future, action, timeout
 
     def _after_publish(self, request_id: str, receivers: int | Exception) -> None:
