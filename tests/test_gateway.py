@@ -13,8 +13,11 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
+from laravel_like_responder.actions import register
 from pubsub_rpc import Responder, Settings
 from ws_gateway.app import create_app
+
+from scripts.redis_process import RedisProcess
 
 from .conftest import eventually
 from .ws_frames import connect
@@ -99,6 +102,31 @@ async def test_health_endpoints(gateway: TestServer, http: aiohttp.ClientSession
         assert response.status == 200 and (await response.json())["redis"] == "subscribed"
     async with http.get(gateway.make_url("/")) as response:
         assert response.status == 200 and "Redis RPC round trip" in await response.text()
+
+
+async def test_gateway_started_before_redis_gets_ready_with_it(
+    settings: Settings, http: aiohttp.ClientSession
+) -> None:
+    redis = RedisProcess()  # a free port with nothing listening yet
+    late = dataclasses.replace(settings, redis_url=redis.url)
+    server = TestServer(create_app(late), host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with http.get(server.make_url("/readyz")) as response:
+            assert response.status == 503
+        with redis:
+
+            async def ready() -> bool:
+                async with http.get(server.make_url("/readyz")) as response:
+                    return response.status == 200
+
+            await eventually(ready, timeout=15, what="the gateway to connect once Redis is up")
+            responder = Responder(late)
+            register(responder)
+            async with responder, connect(http, server.make_url("/ws")) as ws:
+                assert (await ws.call(1, "sum", [2, 3]))["result"] == 5
+    finally:
+        await server.close()
 
 
 def open_stalled_websocket(host: str, port: int) -> socket.socket:

@@ -35,8 +35,9 @@ OUTBOX = web.AppKey("outbox", Outbox)
 async def caller_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     caller = Caller(settings, name="ws_gateway")
-    # Start connecting but do not block start-up on Redis: /readyz says when we are ready.
-    start = asyncio.create_task(caller.start(connect_timeout=3600))
+    # Start connecting but do not block start-up on Redis: /readyz says when we are ready,
+    # and the links keep retrying however long Redis is away.
+    start = asyncio.create_task(caller.start(connect_timeout=None))
     app[CALLER] = caller
 
     def fan_out(event: Event) -> None:

@@ -68,9 +68,10 @@ class Caller:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    async def start(self, connect_timeout: float = 10.0) -> None:
+    async def start(self, connect_timeout: float | None = 10.0) -> None:
         """Open both connections and wait until the subscriptions are confirmed, so a reply
-        can never beat us to the channel."""
+        can never beat us to the channel. ``None`` waits as long as Redis takes; on a
+        timeout the connections are closed again and ConnectionLost is raised."""
         self._subscriber.start()
         self._publisher.start()
         try:

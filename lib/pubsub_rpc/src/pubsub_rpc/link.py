@@ -78,13 +78,14 @@ class Link:
     def on_disconnect(self, callback: Callable[[], None]) -> None:
         self._disconnect_callbacks.append(callback)
 
-    async def wait_ready(self, timeout: float) -> None:
+    async def wait_ready(self, timeout: float | None) -> None:
+        """Wait until connected (and subscribed); ``None`` waits as long as it takes."""
         try:
             async with asyncio.timeout(timeout):
                 await self.ready.wait()
         except TimeoutError:
             raise ConnectionLost(
-                f"{self.name}: not ready within {timeout:g}s (Redis unreachable, or a subscription refused: see the log)"
+                f"{self.name}: not ready within {timeout}s (Redis unreachable, or a subscription refused: see the log)"
             ) from None
 
     async def _run(self) -> None:

@@ -97,7 +97,7 @@ class Responder:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
-    async def start(self, connect_timeout: float = 10.0) -> None:
+    async def start(self, connect_timeout: float | None = 10.0) -> None:
         self._accepting = True
         self._publisher.start()
         try:
