@@ -104,9 +104,7 @@ async def test_health_endpoints(gateway: TestServer, http: aiohttp.ClientSession
         assert response.status == 200 and "Redis RPC round trip" in await response.text()
 
 
-async def test_gateway_started_before_redis_gets_ready_with_it(
-    settings: Settings, http: aiohttp.ClientSession
-) -> None:
+async def test_gateway_started_before_redis_gets_ready_with_it(settings: Settings, http: aiohttp.ClientSession) -> None:
     redis = RedisProcess()  # a free port with nothing listening yet
     late = dataclasses.replace(settings, redis_url=redis.url)
     server = TestServer(create_app(late), host="127.0.0.1")
