@@ -177,7 +177,7 @@ class Caller:
     async def notify(self, action: str, data: Any = None) -> int:
         """Fire-and-forget (the seed's ``call2``): no requestId, no reply. Returns how many
         subscribers received it; 0 means nobody is listening."""
-        payload = protocol.encode_request(action, data, None, self.settings.source)
+        payload = protocol.encode_request(action, data, None, self._source)
         return await self._publisher.publish(self._request_channel, payload)
 
     # -- events ----------------------------------------------------------------------

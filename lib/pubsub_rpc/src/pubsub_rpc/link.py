@@ -60,7 +60,6 @@ class Link:
         self._task: asyncio.Task[None] | None = None
         self._disconnect_callbacks: list[Callable[[], None]] = []
         self._got_data = False  # since the watchdog last looked
-        self.reconnects = 0
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -109,7 +108,6 @@ class Link:
                 self._disconnected()
                 with contextlib.suppress(Exception):
                     await connection.disconnect(nowait=True)
-            self.reconnects += 1
 
     async def _serve(self, transport: asyncio.Transport) -> None:
         protocol = _LinkProtocol(self, asyncio.get_running_loop().create_future())
