@@ -4,7 +4,8 @@ SHELL := /bin/bash
 
 # Compose v2 plugin if present, else Debian's docker-compose 1.29.
 COMPOSE_BIN := $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo "docker-compose")
-COMPOSE := $(COMPOSE_BIN) -p pubsub-rpc
+PROJECT ?= pubsub-rpc
+COMPOSE := $(COMPOSE_BIN) -p $(PROJECT)
 # Written by scripts/bootstrap.sh only where the official images cannot be pulled.
 -include .images.env
 export PYTHON_IMAGE REDIS_IMAGE

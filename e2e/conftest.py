@@ -19,7 +19,8 @@ import pytest
 from scripts.redis_process import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-PROJECT = "pubsub-rpc-e2e"
+# E2E_PROJECT lets two checkouts run their suites side by side on one Docker engine.
+PROJECT = os.environ.get("E2E_PROJECT", "pubsub-rpc-e2e")
 
 
 def _compose_command() -> str:

@@ -55,7 +55,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    settings = Settings.from_env(source="nodejs-like")
+    settings = Settings.from_env(source="nodejs-like", service="node_like_caller")
     if args.command == "call":
         configure_logging("WARNING")
         try:

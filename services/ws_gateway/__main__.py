@@ -15,7 +15,7 @@ log = logging.getLogger("ws_gateway")
 
 
 def main() -> None:
-    settings = Settings.from_env(source="ws_gateway")
+    settings = Settings.from_env(source="ws_gateway", service="ws_gateway")
     configure_logging(settings.log_level)
     try:
         import uvloop
