@@ -55,7 +55,7 @@ class Caller:
         channels = [self.settings.channel]
         if self.settings.private_replies:
             channels.append(self.reply_channel)
-        url, interval = self.settings.redis_url, self.settings.health_check_interval
+        url, interval = self.settings.redis_dsn, self.settings.health_check_interval
         self._subscriber = Subscriber(url, f"{name}-sub", self._on_message, channels=channels, health_check_interval=interval)
         self._publisher = Publisher(url, f"{name}-pub", interval)
         self._subscriber.on_disconnect(self._fail_pending)

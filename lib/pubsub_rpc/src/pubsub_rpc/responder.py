@@ -60,7 +60,7 @@ class Responder:
         self.name = name
         self.actions: dict[str, ActionSpec] = {}
         self.stats = ResponderStats()
-        url, interval = self.settings.redis_url, self.settings.health_check_interval
+        url, interval = self.settings.redis_dsn, self.settings.health_check_interval
         self._subscriber = Subscriber(
             url, f"{name}-sub", self._on_message, patterns=[self.settings.responder_pattern], health_check_interval=interval
         )

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 
 def _bool(value: str) -> bool:
@@ -73,6 +74,20 @@ class Settings:
     @property
     def request_channel(self) -> str:
         return self.channel + self.request_suffix
+
+    @property
+    def redis_dsn(self) -> str:
+        """``redis_url`` with REDIS_USERNAME / REDIS_PASSWORD put in, for the connection pool."""
+        if not (self.redis_username or self.redis_password):
+            return self.redis_url
+        parts = urlsplit(self.redis_url)
+        user = quote(self.redis_username or unquote(parts.username or ""), safe="")
+        password = quote(self.redis_password or unquote(parts.password or ""), safe="")
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        netloc = f"{user}:{password}@{host}" + (f":{parts.port}" if parts.port else "")
+        return urlunsplit(parts._replace(netloc=netloc))
 
     @property
     def reply_prefix(self) -> str:
