@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 
 from aiohttp import web
 from pubsub_rpc import Settings
 from pubsub_rpc.lifecycle import configure_logging
 
 from .app import create_app
+from .auth import ConfigError
 
 log = logging.getLogger("ws_gateway")
 
@@ -17,6 +19,11 @@ log = logging.getLogger("ws_gateway")
 def main() -> None:
     settings = Settings.from_env(source="ws_gateway", service="ws_gateway")
     configure_logging(settings.log_level)
+    try:
+        app = create_app(settings)
+    except ConfigError as exc:
+        log.error("refusing to start: %s", exc)
+        sys.exit(2)
     try:
         import uvloop
     except ImportError:  # pragma: no cover
@@ -27,7 +34,7 @@ def main() -> None:
     # run_app handles SIGTERM/SIGINT: on_shutdown closes the sockets (1001 going away), then
     # cleanup_ctx closes Redis. shutdown_timeout stays under compose's stop_grace_period.
     web.run_app(
-        create_app(settings),
+        app,
         host=settings.gateway_host,
         port=settings.gateway_port,
         shutdown_timeout=5.0,
