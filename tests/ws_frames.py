@@ -85,9 +85,7 @@ class FrameClient:
 
 
 @asynccontextmanager
-async def connect(
-    http: aiohttp.ClientSession, url: Any, token: str | None = None, **kwargs: Any
-) -> AsyncIterator[FrameClient]:
+async def connect(http: aiohttp.ClientSession, url: Any, token: str | None = None, **kwargs: Any) -> AsyncIterator[FrameClient]:
     """Open ``url``; with ``token``, send the auth frame at once (frames are handled in
     order, so calls may follow without waiting for `ready`; hello and ready stay queued)."""
     async with http.ws_connect(url, **kwargs) as ws:

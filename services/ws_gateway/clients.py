@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import struct
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from aiohttp import WSCloseCode, web
@@ -106,11 +107,11 @@ class WsClient:
             return
         self._transport.write(data)
 
-    def set_timer(self, delay: float, code: int, reason: str) -> None:
-        """Close with ``code`` after ``delay`` seconds (replaces the previous deadline)."""
+    def set_timer(self, delay: float, callback: Callable[[], None]) -> None:
+        """Call ``callback`` after ``delay`` seconds (replaces the previous deadline)."""
         if self.timer is not None:
             self.timer.cancel()
-        self.timer = asyncio.get_running_loop().call_later(max(0.0, delay), self.close_soon, code, reason)
+        self.timer = asyncio.get_running_loop().call_later(max(0.0, delay), callback)
 
     def close_soon(self, code: int, reason: str) -> None:
         """Start closing from a callback; the connection's handler awaits it (shutdown)."""

@@ -83,7 +83,7 @@ async def serve(
     if bearer is not None:
         authenticate(gateway, client, bearer)
     else:
-        client.set_timer(settings.gateway_auth_timeout, CLOSE_UNAUTHENTICATED, "no token within the auth timeout")
+        client.set_timer(settings.gateway_auth_timeout, lambda: auth_deadline(gateway, client))
     try:
         async for message in ws:
             if client.closing:
@@ -170,10 +170,22 @@ def authenticate(gateway: Gateway, client: WsClient, token: Any) -> None:
     if client.identity is None:
         gateway.users.add(identity.sub, client)
     client.identity = identity
-    client.set_timer(identity.expires_at - time.time(), CLOSE_EXPIRED, "token expired")
+    client.set_timer(identity.expires_at - time.time(), lambda: token_expired(gateway, client))
     allowed = sorted(identity.actions)
     descriptions = {name: gateway.descriptions[name] for name in allowed if name in gateway.descriptions}
     client.send(frames.ready(identity.sub, allowed, descriptions, identity.expires_at))
+
+
+def auth_deadline(gateway: Gateway, client: WsClient) -> None:
+    if client.identity is None and not client.closing:
+        gateway.counters.auth_timeout += 1
+        client.close_soon(CLOSE_UNAUTHENTICATED, "no token within the auth timeout")
+
+
+def token_expired(gateway: Gateway, client: WsClient) -> None:
+    if not client.closing:
+        gateway.counters.auth_expired += 1
+        client.close_soon(CLOSE_EXPIRED, "token expired")
 
 
 def start_call(gateway: Gateway, client: WsClient, call: frames.CallFrame) -> None:
