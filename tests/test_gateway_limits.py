@@ -110,9 +110,12 @@ async def test_a_silent_client_is_dropped_at_the_idle_timeout(
     async with running_gateway(settings, gateway_idle_timeout=0.6) as server:
         silent = await asyncio.to_thread(handshake_and_go_silent, server.host, server.port)
         try:
-            async with connect(http, server.make_url("/ws"), TOKEN) as alive:  # aiohttp answers pings
+            async with connect(http, server.make_url("/ws"), TOKEN) as alive:
                 await alive.next("ready")
+                # aiohttp's client answers pings while it reads, as a browser always does.
+                reading = asyncio.create_task(alive.next("result", timeout=30))
                 await eventually(lambda: counters_at_least(http, server, "idle_closed", 1), what="the silent client dropped")
-                assert (await alive.call(1, "echo", "still open"))["result"] == "still open"
+                await alive.send({"type": "call", "id": 1, "action": "echo", "data": "still open"})
+                assert (await reading)["result"] == "still open"
         finally:
             silent.close()

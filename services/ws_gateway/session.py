@@ -12,7 +12,7 @@ import logging
 import time
 from typing import Any
 
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import WebSocketError, WSMsgType, web
 from pubsub_rpc import RpcError
 
 from . import frames
@@ -23,7 +23,6 @@ from .limits import ABUSE_STRIKES, CLOSE_ABUSE, CLOSE_TRY_AGAIN_LATER, TokenBuck
 from .state import Gateway
 
 log = logging.getLogger(__name__)
-PROTOCOL_CLOSE_CODES = frozenset({WSCloseCode.MESSAGE_TOO_BIG, WSCloseCode.INVALID_TEXT, WSCloseCode.PROTOCOL_ERROR})
 
 
 async def websocket(request: web.Request, gateway: Gateway) -> web.WebSocketResponse:
@@ -94,12 +93,12 @@ async def serve(
                 if admit(gateway, client):
                     counters.bad_frames += 1
                     client.send(frames.error(None, "bad_frame", "binary frames are not supported; send JSON text"))
-            elif message.type is WSMsgType.ERROR:
-                if isinstance(ws.exception(), TimeoutError):
-                    counters.idle_closed += 1
-                elif ws.close_code in PROTOCOL_CLOSE_CODES:
-                    counters.protocol_closed += 1
+            elif message.type is WSMsgType.ERROR and isinstance(message.data, WebSocketError):
+                counters.protocol_closed += 1  # aiohttp closed it: 1009, 1007 or 1002
     finally:
+        # aiohttp's heartbeat found no pong in time (the handler may be cancelled then).
+        if isinstance(ws.exception(), TimeoutError):
+            counters.idle_closed += 1
         gateway.clients.discard(client)
         if client.identity is not None:
             gateway.users.remove(client.identity.sub, client)
