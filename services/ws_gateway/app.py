@@ -26,7 +26,7 @@ from aiohttp import web
 from pubsub_rpc import RpcError, Settings
 
 from . import session
-from .auth import split_list
+from .auth import AuthFailed, split_list
 from .state import Gateway
 
 log = logging.getLogger(__name__)
@@ -95,12 +95,19 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
 
 
 async def demo_token(request: web.Request) -> web.Response:
-    """Demo mode only: a short-lived token for the page (404 otherwise)."""
+    """Demo mode only (404 otherwise): a short-lived token for the page. With a valid token
+    in ``Authorization: Bearer``, a renewal for the same sub (how the page refreshes)."""
     gateway = request.app[GATEWAY]
     settings = gateway.settings
     if not settings.gateway_demo_mode:
         raise web.HTTPNotFound()
     sub = "demo-" + secrets.token_hex(6)
+    scheme, _, current = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and current:
+        try:
+            sub = gateway.verifier.verify(current.strip()).sub
+        except AuthFailed as exc:
+            raise web.HTTPUnauthorized(text=f"cannot renew: {exc}") from None
     token, expires_at = gateway.verifier.mint(sub, sorted(gateway.verifier.allowed_actions), settings.gateway_demo_token_ttl)
     body = {"token": token, "sub": sub, "expiresAt": expires_at, "ttl": settings.gateway_demo_token_ttl, "demo": True}
     return web.json_response(body, headers={"Cache-Control": "no-store"})
