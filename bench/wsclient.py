@@ -17,6 +17,7 @@ import os
 import struct
 import time
 from collections.abc import Callable
+from typing import cast
 from urllib.parse import urlsplit
 
 import jwt
@@ -65,9 +66,10 @@ class WsProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        # uvloop's transport is not an asyncio.Transport subclass, but it has the same methods.
+        self.transport = cast(asyncio.Transport, transport)
         key = base64.b64encode(os.urandom(16)).decode()
-        transport.write(
+        self.transport.write(
             f"GET /ws HTTP/1.1\r\nHost: {self.host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
         )
@@ -130,7 +132,8 @@ async def connect(url: str, on_text: Callable[[bytes], None], token: str | None 
             ready.set_exception(ConnectionError(f"authentication refused: {payload[:200]!r}"))
 
     handler = on_text if token is None else until_ready
-    _, protocol = await loop.create_connection(lambda: WsProtocol(handler, parts.netloc), parts.hostname, parts.port)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    _, protocol = await loop.create_connection(lambda: WsProtocol(handler, parts.netloc), host, port)
     await protocol.upgraded
     if token is not None:
         protocol.send_text(orjson.dumps({"type": "auth", "token": token}))

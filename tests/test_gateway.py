@@ -149,6 +149,7 @@ async def authenticated_twice(http: aiohttp.ClientSession, gateway: TestServer) 
 async def test_a_slow_client_does_not_delay_another(
     gateway: TestServer, http: aiohttp.ClientSession, responder: Responder
 ) -> None:
+    assert gateway.port is not None
     stalled = await asyncio.to_thread(open_stalled_websocket, gateway.host, gateway.port, TOKEN)
     try:
         async with connect(http, gateway.make_url("/ws"), TOKEN) as fast:
