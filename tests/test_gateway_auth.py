@@ -25,7 +25,7 @@ from pubsub_rpc import Responder, Settings, protocol
 from ws_gateway.app import create_app
 from ws_gateway.auth import ConfigError
 
-from .ws_frames import TEST_SECRET, connect, counters, demo_token, gateway_settings, mint, running_gateway
+from .ws_frames import DEMO, TEST_SECRET, connect, counters, demo_token, gateway_settings, mint, running_gateway
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = mint(sub="alice")
@@ -224,6 +224,19 @@ async def test_demo_mode_mints_tokens_and_says_so(
                 assert (await ws.call(1, "echo", "demo"))["result"] == "demo"
             async with connect(http, server.make_url("/ws"), mint()) as ws:  # not signed by the generated secret
                 assert await ws.closed() == 4001
+            # Renewal: with the current token, a new one for the same sub (the page's refresh).
+            async with http.get(server.make_url("/demo/token"), headers={"Authorization": f"Bearer {token}"}) as response:
+                renewed = await response.json()
+            async with connect(http, server.make_url("/ws"), token) as ws:
+                first = await ws.next("ready")
+                await ws.auth(renewed["token"])
+                assert (await ws.next("ready"))["sub"] == first["sub"] == renewed["sub"]
+            async with connect(http, server.make_url("/ws"), DEMO) as ws:  # a fresh demo user
+                assert (await ws.next("ready"))["sub"] != renewed["sub"]
+                await ws.auth(renewed["token"])  # someone else's token: refused
+                assert await ws.closed() == 4001
+            async with http.get(server.make_url("/demo/token"), headers={"Authorization": "Bearer forged"}) as response:
+                assert response.status == 401
     assert token not in caplog.text
 
 

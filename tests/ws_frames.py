@@ -84,10 +84,17 @@ class FrameClient:
                     return frame
 
 
+DEMO = "demo"  # connect(..., token=DEMO): ask the gateway's /demo/token (demo mode only)
+
+
 @asynccontextmanager
 async def connect(http: aiohttp.ClientSession, url: Any, token: str | None = None, **kwargs: Any) -> AsyncIterator[FrameClient]:
     """Open ``url``; with ``token``, send the auth frame at once (frames are handled in
-    order, so calls may follow without waiting for `ready`; hello and ready stay queued)."""
+    order, so calls may follow without waiting for `ready`; hello and ready stay queued).
+    ``token=DEMO`` fetches a demo token from the same gateway first."""
+    if token == DEMO:
+        base = str(url).replace("ws://", "http://", 1).replace("wss://", "https://", 1).rsplit("/ws", 1)[0]
+        token = await demo_token(http, base)
     async with http.ws_connect(url, **kwargs) as ws:
         client = FrameClient(ws)
         if token is not None:

@@ -57,14 +57,18 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def fetch_descriptions(gateway: Gateway) -> None:
     """The allowed actions' descriptions, from the responder's `actions` action, for the
-    `ready` frame. The gateway asks itself; browsers need not be allowed `actions`."""
+    `ready` frame. The gateway asks itself; browsers need not be allowed `actions`.
+    Retries with backoff until it has them, then refreshes every DESCRIPTIONS_REFRESH."""
     allowed = gateway.verifier.allowed_actions
+    delay = 0.5
     while True:
         if gateway.caller.ready and allowed:
             try:
                 listed = await gateway.caller.call("actions", None, timeout=2.0)
             except RpcError as exc:
-                log.info("cannot list the actions' descriptions yet: %s", exc)
+                log.debug("cannot list the actions' descriptions yet: %s", exc)
+            except Exception:  # a bug here must not end the refresh loop
+                log.exception("listing the actions' descriptions failed")
             else:
                 if isinstance(listed, list):
                     gateway.descriptions = {
@@ -72,7 +76,8 @@ async def fetch_descriptions(gateway: Gateway) -> None:
                         for item in listed
                         if isinstance(item, dict) and item.get("name") in allowed
                     }
-        await asyncio.sleep(DESCRIPTIONS_REFRESH if gateway.descriptions else 1.0)
+        delay = DESCRIPTIONS_REFRESH if gateway.descriptions else min(delay * 2, DESCRIPTIONS_REFRESH)
+        await asyncio.sleep(delay)
 
 
 async def close_websockets(app: web.Application) -> None:
