@@ -58,6 +58,7 @@ async def test_rate_limit_answers_rate_limited_then_closes_4008(
             results = [a for a in answers if a["type"] == "result"]
             limited = [a for a in answers if a["type"] == "error" and a["code"] == "rate_limited"]
             assert len(results) == 4 and len(limited) == 6
+            assert {a["id"] for a in limited} == set(range(4, 10))  # each refusal names its call
             for n in range(300):  # a client that ignores rate_limited is cut off
                 await ws.send({"type": "call", "id": n, "action": "echo"})
             assert await ws.closed() == 4008

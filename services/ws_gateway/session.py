@@ -17,7 +17,7 @@ from pubsub_rpc import RpcError
 
 from . import frames
 from .auth import CLOSE_EXPIRED, CLOSE_UNAUTHENTICATED, AuthFailed
-from .clients import WsClient
+from .clients import CLOSE_TIMEOUT, WsClient
 from .guards import PROTOCOL, bearer_from_protocols
 from .limits import ABUSE_STRIKES, CLOSE_ABUSE, CLOSE_TRY_AGAIN_LATER, TokenBucket
 from .state import Gateway
@@ -51,7 +51,12 @@ async def websocket(request: web.Request, gateway: Gateway) -> web.WebSocketResp
             counters.refused_total += 1
         else:
             counters.refused_per_ip += 1
-        await ws.close(code=CLOSE_TRY_AGAIN_LATER, message=b"too many connections; try again later")
+        try:  # bounded: refused sockets must not pile up waiting for a close reply
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await ws.close(code=CLOSE_TRY_AGAIN_LATER, message=b"too many connections; try again later")
+        except TimeoutError:
+            if request.transport is not None:
+                request.transport.abort()
         return ws
     try:
         transport = request.transport
@@ -90,7 +95,7 @@ async def serve(
             if message.type is WSMsgType.TEXT:
                 handle_text(gateway, client, message.data)
             elif message.type is WSMsgType.BINARY:
-                if admit(gateway, client):
+                if admit(gateway, client, None):
                     counters.bad_frames += 1
                     client.send(frames.error(None, "bad_frame", "binary frames are not supported; send JSON text"))
             elif message.type is WSMsgType.ERROR and isinstance(message.data, WebSocketError):
@@ -105,7 +110,7 @@ async def serve(
         await client.shutdown()
 
 
-def admit(gateway: Gateway, client: WsClient) -> bool:
+def admit(gateway: Gateway, client: WsClient, text: str | bytes | None) -> bool:
     """The rate bucket: every frame costs a token. Ignoring `rate_limited` costs the socket."""
     if client.bucket.take():
         return True
@@ -115,12 +120,19 @@ def admit(gateway: Gateway, client: WsClient) -> bool:
         client.close_soon(CLOSE_ABUSE, "rate limit exceeded repeatedly")
         return False
     counters.rate_limited += 1
-    client.send(frames.error(None, "rate_limited", f"over {gateway.settings.gateway_rate_limit:g} frames/s; slow down"))
+    frame_id = None
+    if text is not None:  # the call's id, so the client can tell which call was refused
+        try:
+            parsed = frames.parse(text, gateway.settings.gateway_max_timeout)
+            frame_id = parsed.id if isinstance(parsed, frames.CallFrame) else None
+        except frames.BadFrame as exc:
+            frame_id = exc.frame_id
+    client.send(frames.error(frame_id, "rate_limited", f"over {gateway.settings.gateway_rate_limit:g} frames/s; slow down"))
     return False
 
 
 def handle_text(gateway: Gateway, client: WsClient, text: str) -> None:
-    if not admit(gateway, client):
+    if not admit(gateway, client, text):
         return
     settings = gateway.settings
     counters = gateway.counters
