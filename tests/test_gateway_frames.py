@@ -75,21 +75,25 @@ def check_parse(text: str | bytes) -> None:
         assert isinstance(frame, frames.AuthFrame)
 
 
+@settings(deadline=None)  # no wall-clock bound: the machine may be busy
 @given(st.text())
 def test_any_text_parses_or_is_a_bad_frame(text: str) -> None:
     check_parse(text)
 
 
+@settings(deadline=None)  # no wall-clock bound: the machine may be busy
 @given(st.binary())
 def test_any_bytes_parse_or_are_a_bad_frame(data: bytes) -> None:
     check_parse(data)
 
 
+@settings(deadline=None)  # no wall-clock bound: the machine may be busy
 @given(hostile_frames)
 def test_any_object_parses_or_is_a_bad_frame(frame: dict[str, Any]) -> None:
     check_parse(orjson.dumps(frame))
 
 
+@settings(deadline=None)  # no wall-clock bound: the machine may be busy
 @given(call_frames)
 def test_valid_calls_round_trip(frame: dict[str, Any]) -> None:
     assume(not (isinstance(frame["id"], str) and len(frame["id"]) > frames.MAX_ID_CHARS))  # refused: see above
@@ -101,6 +105,7 @@ def test_valid_calls_round_trip(frame: dict[str, Any]) -> None:
         assert parsed.timeout == min(float(frame["timeout"]), MAX_TIMEOUT)
 
 
+@settings(deadline=None)  # no wall-clock bound: the machine may be busy
 @given(ids, json_values, st.floats(min_value=0, max_value=1e6))
 def test_result_frames_carry_the_value(frame_id: str | int, value: Any, ms: float) -> None:
     built = frames.result(frame_id, value, ms)
@@ -109,6 +114,7 @@ def test_result_frames_carry_the_value(frame_id: str | int, value: Any, ms: floa
     assert decoded["type"] == "result" and decoded["id"] == frame_id and decoded["result"] == orjson.loads(orjson.dumps(value))
 
 
+@settings(deadline=None)  # no wall-clock bound: the machine may be busy
 @given(st.integers(0, 600))
 def test_deep_values_are_refused_not_raised(depth: int) -> None:
     """orjson re-encodes at most 254 levels: deeper results and pushes give None, not an exception."""
@@ -119,6 +125,7 @@ def test_deep_values_are_refused_not_raised(depth: int) -> None:
         assert orjson.loads(payload_of(built))["result"] == nested(depth)
 
 
+@settings(deadline=None)  # no wall-clock bound: the machine may be busy
 @given(st.integers(1, 400))
 def test_deep_ids_and_data_in_calls_are_bad_frames_or_calls(depth: int) -> None:
     deep = "[" * depth + "]" * depth
@@ -126,13 +133,14 @@ def test_deep_ids_and_data_in_calls_are_bad_frames_or_calls(depth: int) -> None:
     check_parse('{"type": "call", "id": 1, "action": "echo", "data": ' + deep + "}")
 
 
+@settings(deadline=None)  # no wall-clock bound: the machine may be busy
 @given(st.none() | ids, st.text(), st.text(), st.none() | st.floats(min_value=0, max_value=1e9))
 def test_error_frames_always_encode(frame_id: str | int | None, code: str, message: str, ms: float | None) -> None:
     decoded = orjson.loads(payload_of(frames.error(frame_id, code, message, ms)))
     assert (decoded["id"], decoded["code"], decoded["message"]) == (frame_id, code, message)
 
 
-@settings(max_examples=30)
+@settings(max_examples=30, deadline=None)
 @given(st.sampled_from([0, 1, 125, 126, 127, 65535, 65536, 70000]))
 def test_text_frame_lengths(size: int) -> None:
     assert payload_of(text_frame(b"x" * size)) == b"x" * size
