@@ -147,6 +147,7 @@ def open_stalled_websocket(host: str, port: int) -> socket.socket:
 async def test_a_slow_client_does_not_delay_another(
     gateway: TestServer, http: aiohttp.ClientSession, responder: Responder
 ) -> None:
+    assert gateway.port is not None
     stalled = await asyncio.to_thread(open_stalled_websocket, gateway.host, gateway.port)
     try:
         async with connect(http, gateway.make_url("/ws")) as fast:
