@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import socket
 import subprocess
@@ -54,6 +55,14 @@ class RedisProcess:
             time.sleep(0.02)
         raise RuntimeError(f"redis-server on port {self.port} did not answer within {timeout}s")
 
+    async def start_async(self, timeout: float = 10.0) -> RedisProcess:
+        """``start()`` from async code: in a thread, so the event loop (and every client
+        retrying on it) keeps running while the server comes up."""
+        return await asyncio.to_thread(self.start, timeout)
+
+    async def stop_async(self) -> None:
+        await asyncio.to_thread(self.stop)
+
     def ping(self) -> bool:
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
@@ -71,6 +80,10 @@ class RedisProcess:
     def __enter__(self) -> RedisProcess:
         return self.start()
 
-    def __exit__(self, *exc_info: object) -> None:
+    def close(self) -> None:
+        """Stop the server and remove its working directory."""
         self.stop()
         shutil.rmtree(self._workdir, ignore_errors=True)
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

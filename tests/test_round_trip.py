@@ -48,7 +48,9 @@ async def test_timeout_is_a_named_exception_and_leaves_nothing_pending(responder
     started = time.monotonic()
     with pytest.raises(CallTimeout, match="slow"):
         await caller.call("slow", {"ms": 2000}, timeout=0.2)
-    assert 0.2 <= time.monotonic() - started < 1.5
+    # Never early (a lower bound is causality, not speed); CallTimeout rather than the 2 s
+    # result is the proof that it did not wait for the reply.
+    assert time.monotonic() - started >= 0.2
     assert isinstance(CallTimeout(), TimeoutError)
     assert caller.pending_count == 0
 
@@ -83,10 +85,10 @@ async def test_errors_arrive_as_replies_with_their_code(
 
 
 async def test_no_responder_fails_fast(caller: Caller) -> None:
-    started = time.monotonic()
+    # NoResponder, not CallTimeout: the caller knew at once (PUBLISH reached nobody) and did
+    # not wait out the 30 s.
     with pytest.raises(NoResponder):
-        await caller.call("echo", 1, timeout=5)
-    assert time.monotonic() - started < 1.0
+        await caller.call("echo", 1, timeout=30)
     assert caller.pending_count == 0
 
 
