@@ -114,11 +114,12 @@ async def test_gateway_started_before_redis_gets_ready_with_it(
         async with http.get(server.make_url("/readyz")) as response:
             assert response.status == 503
 
-        def failed_connects() -> int:
-            return sum(1 for r in caplog.records if r.name == "pubsub_rpc.link" and "cannot connect" in r.getMessage())
+        def each_link_failed_twice() -> bool:
+            messages = [r.getMessage() for r in caplog.records if r.name == "pubsub_rpc.link"]
+            return all(sum(m.startswith(f"ws_gateway-{kind}: cannot connect") for m in messages) >= 2 for kind in ("sub", "pub"))
 
-        # Redis starts only after the gateway has tried and failed: the retry path is tested.
-        await eventually(lambda: failed_connects() >= 2, what="the gateway to fail to connect twice")
+        # Redis starts only after each link has failed and retried: the retry path is tested.
+        await eventually(each_link_failed_twice, what="each gateway link to fail to connect twice")
         await redis.start_async()
         try:
 

@@ -49,13 +49,18 @@ async def test_redis_restart_under_running_caller_and_responder(own_redis: Redis
         assert await caller.call("echo", 3) == 3
 
 
-def failed_connects(caplog: pytest.LogCaptureFixture, name: str) -> int:
-    """How many times the link named ``name`` logged that it could not reach Redis."""
+def failed_connects(caplog: pytest.LogCaptureFixture, link: str) -> int:
+    """How many times the link named ``link`` logged that it could not reach Redis."""
     return sum(
         1
         for record in caplog.records
-        if record.name == "pubsub_rpc.link" and "cannot connect" in record.getMessage() and name in record.getMessage()
+        if record.name == "pubsub_rpc.link" and record.getMessage().startswith(f"{link}: cannot connect")
     )
+
+
+def each_link_failed(caplog: pytest.LogCaptureFixture, name: str, times: int) -> bool:
+    """Both of a Caller's links (``<name>-sub``, ``<name>-pub``) failed ``times`` times."""
+    return all(failed_connects(caplog, f"{name}-{kind}") >= times for kind in ("sub", "pub"))
 
 
 async def test_caller_started_before_redis_retries_then_connects(
@@ -65,9 +70,9 @@ async def test_caller_started_before_redis_retries_then_connects(
     caller = Caller(own_settings, name="early-caller")
     starting = asyncio.create_task(caller.start(connect_timeout=30))
     try:
-        # Redis comes back only once the caller has demonstrably tried and failed twice, so
-        # what passes below is the retry path, not a first attempt that happened to succeed.
-        await eventually(lambda: failed_connects(caplog, "early-caller") >= 2, what="two failed connect attempts")
+        # Redis comes back only once each link has demonstrably failed and retried, so what
+        # passes below is the retry path, not a first attempt that happened to succeed.
+        await eventually(lambda: each_link_failed(caplog, "early-caller", 2), what="two failed connects per link")
         assert not starting.done() and not caller.ready
         await own_redis.start_async()
         await asyncio.wait_for(starting, 30)
