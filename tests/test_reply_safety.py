@@ -117,7 +117,7 @@ def test_channel_rule_caches_are_bounded() -> None:
     for n in range(3 * CACHE_SIZE):
         rules.reply_to_allowed(f"app.reply.web.{n}")
         rules.seed_reply_channel(f"app{n}_sender")
-    assert len(rules._reply_to) <= CACHE_SIZE and len(rules._seed) <= CACHE_SIZE
+    assert len(rules.reply_to_verdicts) <= CACHE_SIZE and len(rules._seed) <= CACHE_SIZE
 
 
 @pytest.mark.parametrize(
@@ -207,7 +207,7 @@ async def test_three_thousand_reply_channels_leave_the_caches_bounded(
     assert await caller.call("echo", "after") == "after"
     assert responder.stats.replied >= 3000
     assert len(responder._publisher._headers) <= HEADER_CACHE_SIZE
-    assert len(responder.channels._reply_to) <= CACHE_SIZE
+    assert len(responder.channels.reply_to_verdicts) <= CACHE_SIZE
 
 
 def _gated_responder(settings: Settings) -> tuple[Responder, asyncio.Event, list[str]]:

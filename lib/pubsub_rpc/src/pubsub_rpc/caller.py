@@ -141,7 +141,14 @@ class Caller:
             request_id = self._ids.pop()
         except IndexError:
             request_id = self._new_ids()
-        payload = self._encode(action, data, request_id, self._reply_to, int((time.time() + timeout) * 1000))
+        try:
+            payload = protocol.encode_request(
+                action, data, request_id, self._source, self._reply_to, int((time.time() + timeout) * 1000)
+            )
+        except TypeError as exc:
+            raise self._unencodable(action, exc) from None
+        if len(payload) > self._max_message_bytes:
+            raise self._too_large(action, payload)
         future: asyncio.Future[Any] = loop.create_future()
         # Published first: if Redis is down this raises before anything is registered.
         self._publisher.publish_request(self._request_channel, payload, self._after_publish, request_id)
@@ -165,18 +172,15 @@ class Caller:
         self._ids = [hexed[i : i + width] for i in range(0, len(hexed), width)]
         return self._ids.pop()
 
-    def _encode(self, action: str, data: Any, request_id: str | None, reply_to: str | None, deadline_ms: int | None) -> bytes:
-        """The request's bytes, or a named error before anything is sent or registered."""
-        try:
-            payload = protocol.encode_request(action, data, request_id, self._source, reply_to, deadline_ms)
-        except TypeError as exc:  # orjson: not a JSON type, an int beyond 64 bits, nested deeper than 255
-            raise InvalidRequest(f"{action!r}: data cannot be sent as JSON: {exc}") from None
-        if len(payload) > self._max_message_bytes:
-            raise RequestTooLarge(
-                f"{action!r}: the request is {len(payload):,} bytes, over the {self._max_message_bytes:,}-byte limit "
-                "(RPC_MAX_MESSAGE_BYTES) that responders enforce"
-            )
-        return payload
+    def _unencodable(self, action: str, exc: TypeError) -> InvalidRequest:
+        # orjson: not a JSON type, an int beyond 64 bits, or nested deeper than 255 levels.
+        return InvalidRequest(f"{action!r}: data cannot be sent as JSON: {exc}")
+
+    def _too_large(self, action: str, payload: bytes) -> RequestTooLarge:
+        return RequestTooLarge(
+            f"{action!r}: the request is {len(payload):,} bytes, over the {self._max_message_bytes:,}-byte limit "
+            "(RPC_MAX_MESSAGE_BYTES) that responders enforce"
+        )
 
     def _settle(self, request_id: str) -> tuple[asyncio.Future[Any], str, float] | None:
         """Take a call out of the books (reply, error, cancel): (future, action, timeout)."""
@@ -215,7 +219,12 @@ class Caller:
     async def notify(self, action: str, data: Any = None) -> int:
         """Fire-and-forget (the seed's ``call2``): no requestId, no reply. Returns how many
         subscribers received it; 0 means nobody is listening."""
-        payload = self._encode(action, data, None, None, None)
+        try:
+            payload = protocol.encode_request(action, data, None, self._source)
+        except TypeError as exc:
+            raise self._unencodable(action, exc) from None
+        if len(payload) > self._max_message_bytes:
+            raise self._too_large(action, payload)
         return await self._publisher.publish(self._request_channel, payload)
 
     # -- events ----------------------------------------------------------------------

@@ -36,7 +36,9 @@ class ChannelRules:
         self.push_channel = settings.channel
         self.max_bytes = settings.max_channel_bytes
         self._suffix = settings.request_suffix
-        self._reply_to: dict[str, bool] = {}  # replyTo -> allowed
+        # replyTo -> allowed. Public so the responder's hot path can read it inline; it is
+        # only ever cleared, never replaced.
+        self.reply_to_verdicts: dict[str, bool] = {}
         self._seed: dict[str, str] = {}  # request channel -> its reply channel, or "" for none
 
     def publishable(self, channel: str) -> bool:
@@ -51,12 +53,13 @@ class ChannelRules:
         return not any(glob_matches(pattern, channel) for pattern in self.patterns)
 
     def reply_to_allowed(self, reply_to: str) -> bool:
-        allowed = self._reply_to.get(reply_to)
+        verdicts = self.reply_to_verdicts
+        allowed = verdicts.get(reply_to)
         if allowed is None:
             allowed = reply_to.startswith(self.reply_prefix) and self.publishable(reply_to)
-            if len(self._reply_to) >= CACHE_SIZE:
-                self._reply_to.clear()
-            self._reply_to[reply_to] = allowed
+            if len(verdicts) >= CACHE_SIZE:
+                verdicts.clear()
+            verdicts[reply_to] = allowed
         return allowed
 
     def seed_reply_channel(self, request_channel: str) -> str | None:

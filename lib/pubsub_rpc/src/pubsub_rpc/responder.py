@@ -85,6 +85,7 @@ class Responder:
         self.actions: dict[str, ActionSpec] = {}
         self.stats = ResponderStats()
         self.channels = ChannelRules(self.settings, [self.settings.responder_pattern])
+        self._reply_to_verdicts = self.channels.reply_to_verdicts
         url, interval = self.settings.redis_dsn, self.settings.health_check_interval
         self._subscriber = Subscriber(
             url,
@@ -232,13 +233,17 @@ class Responder:
         except InvalidRequest as exc:
             self._on_invalid(channel, message, exc)
             return
+        reply_to = request.reply_to
         if request.request_id is None:
             reply_channel = ""  # a notification: nobody waits for a reply
+        elif reply_to is not None and self._reply_to_verdicts.get(reply_to):
+            reply_channel = reply_to  # the hot path: a reply channel already found good
         else:
-            reply_channel = self.channels.reply_channel(request.reply_to, channel)  # type: ignore[assignment]
-            if reply_channel is None:
-                self._reject_reply_channel(channel, request.request_id, request.reply_to)
+            allowed = self.channels.reply_channel(reply_to, channel)
+            if allowed is None:
+                self._reject_reply_channel(channel, request.request_id, reply_to)
                 return
+            reply_channel = allowed
         if request.expired():
             stats.expired += 1
             log.debug("%s: skipped %r %s: its deadline has passed", self.name, request.action, request.request_id)
