@@ -389,3 +389,17 @@ def test_rate_limited_log_says_one_line_per_reason_per_interval(caplog: pytest.L
         limited.warning("a", "bad %s", "again")
     lines = [r.getMessage() for r in caplog.records]
     assert lines == ["bad input", "other", "bad again (and 999 more like it in the last 10s)"]
+
+
+async def test_garbage_on_the_shared_channel_is_counted_by_callers_and_logged_rate_limited(
+    responder: Responder, caller: Caller, raw_redis: aioredis.Redis, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="pubsub_rpc.caller"):
+        for n in range(50):
+            await raw_redis.publish(settings.channel, b"not json %d" % n)
+        await responder.push("marker")  # delivered after the garbage
+        async with caller.events() as events:
+            await responder.push("marker")
+            await asyncio.wait_for(anext(events), 5)
+    assert caller.malformed == 50
+    assert len([r for r in caplog.records if "malformed" in r.getMessage()]) == 1

@@ -27,6 +27,7 @@ from . import protocol
 from .errors import CallTimeout, ConnectionLost, InvalidRequest, NoResponder, RequestTooLarge, RpcError
 from .link import Publisher, Subscriber
 from .protocol import Event, MalformedMessage
+from .ratelog import RateLimitedLog
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ class Caller:
         self._publisher = Publisher(url, f"{name}-pub", interval)
         self._subscriber.on_disconnect(self._fail_pending)
         self.malformed = 0
+        self._bad_input = RateLimitedLog(log)  # anyone may publish on the shared channel
 
     async def __aenter__(self) -> Caller:
         await self.start()
@@ -274,7 +276,7 @@ class Caller:
             message = protocol.decode(raw, self.settings.max_message_bytes)
         except MalformedMessage as exc:
             self.malformed += 1
-            log.warning("%s: ignored a malformed message on %s: %s", self.name, channel, exc)
+            self._bad_input.warning("malformed", "%s: ignored a malformed message on %s: %s", self.name, channel, exc)
             return
         request_id = message.get("requestId")
         if request_id is None:
