@@ -162,7 +162,9 @@ OUTCOMES = ("replied", "errors", "notifications", "expired", "dropped")
 
 
 @pytest.mark.timeout(180)
-async def test_ten_thousand_bad_inputs_over_redis(live_responder: Live, raw_redis: aioredis.Redis) -> None:
+async def test_ten_thousand_bad_inputs_over_redis(
+    live_responder: Live, raw_redis: aioredis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
     settings = live_responder.settings
     fuzz_reply_to = f"{settings.reply_prefix}fuzz.{uuid.uuid4().hex}"
     async with Caller(settings, name="fuzz-caller") as caller:
@@ -219,14 +221,15 @@ async def test_ten_thousand_bad_inputs_over_redis(live_responder: Live, raw_redi
         answered = delta["replied"] + delta["errors"]
         dropped = delta["notifications"] + delta["expired"] + delta["dropped"]
         rss_after = await asyncio.to_thread(live_responder.rss_mb)
-        print(
-            f"\nfuzz: {len(inputs):,} bad inputs in {elapsed:.1f}s; by kind {dict(categories)}\n"
-            f"fuzz: answered {answered:,} (results {delta['replied']:,}, errors {delta['errors']:,}; "
-            f"{len(fuzz_replies):,} replies seen on allowed channels), dropped and counted {dropped:,} "
-            f"(malformed {delta['malformed']:,}, bad channel {delta['badChannel']:,}, "
-            f"reply channel refused {delta['rejectedReplyChannel']:,}, expired {delta['expired']:,}, "
-            f"notifications {delta['notifications']:,}); RSS {rss_before:.1f} -> {rss_after:.1f} MB"
-        )
+        with capsys.disabled():  # the counts belong in every run's output, not only a failing one's
+            print(
+                f"\nfuzz: {len(inputs):,} bad inputs in {elapsed:.1f}s; by kind {dict(categories)}\n"
+                f"fuzz: answered {answered:,} (results {delta['replied']:,}, errors {delta['errors']:,}; "
+                f"{len(fuzz_replies):,} replies seen on allowed channels), dropped and counted {dropped:,} "
+                f"(malformed {delta['malformed']:,}, bad channel {delta['badChannel']:,}, "
+                f"reply channel refused {delta['rejectedReplyChannel']:,}, expired {delta['expired']:,}, "
+                f"notifications {delta['notifications']:,}); RSS {rss_before:.1f} -> {rss_after:.1f} MB"
+            )
         assert live_responder.process.poll() is None, "the responder died"
         assert answered + dropped == len(inputs), "every input answered or counted as dropped"
         assert len(fuzz_replies) == answered, "every answer counted was published, and nothing else"
