@@ -7,6 +7,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 
 
 def free_port() -> int:
@@ -16,13 +17,15 @@ def free_port() -> int:
 
 
 class RedisProcess:
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, extra_args: Sequence[str] = ()) -> None:
+        """``extra_args`` go to redis-server as given, e.g. ``["--aclfile", path]``."""
         self.binary = shutil.which("redis-server")
         if self.binary is None:
             raise RuntimeError("redis-server not found: apt-get install redis-server (make test does it as root)")
         self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._workdir = tempfile.mkdtemp(prefix="redis-test-")
+        self.extra_args = list(extra_args)
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 10.0) -> RedisProcess:
@@ -39,6 +42,7 @@ class RedisProcess:
                 "no",
                 "--dir",
                 self._workdir,
+                *self.extra_args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -53,10 +57,11 @@ class RedisProcess:
         raise RuntimeError(f"redis-server on port {self.port} did not answer within {timeout}s")
 
     def ping(self) -> bool:
+        """Whether it answers; with the default user off, NOAUTH is an answer too."""
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
                 sock.sendall(b"PING\r\n")
-                return sock.recv(16).startswith(b"+PONG")
+                return sock.recv(16).startswith((b"+PONG", b"-NOAUTH"))
         except OSError:
             return False
 
