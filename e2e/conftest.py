@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts.make_secrets import DEFAULT_CHANNEL, ensure_secrets
+from scripts.make_secrets import DEFAULT_CHANNEL, JWT_FILE, ensure_secrets
 from scripts.redis_process import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,6 +63,9 @@ def docker_setup() -> list[str]:
     ensure_secrets(SECRETS, os.environ.get("RPC_CHANNEL") or DEFAULT_CHANNEL)  # compose mounts them
     os.environ["GATEWAY_PORT"] = str(free_port())
     os.environ["PUSH_INTERVAL"] = "1"
+    # As `make up` does: the page in Chromium gets its token from /demo/token. Tests that
+    # act as a real app's backend sign their own with Stack.jwt_secret instead.
+    os.environ.setdefault("GATEWAY_DEMO_MODE", "true")
     # `--wait` is v2-only; readiness is awaited below with a deadline instead.
     return ["down -v --remove-orphans", "up --build -d"]
 
@@ -79,6 +82,8 @@ class Stack:
         self._compose = compose.split() + ["-f", str(ROOT / "compose.yaml"), "-p", PROJECT]
         self.gateway = f"http://127.0.0.1:{os.environ['GATEWAY_PORT']}"
         self.ws_url = self.gateway.replace("http", "ws", 1) + "/ws"
+        # The gateway's HS256 key (compose mounts it as GATEWAY_JWT_SECRET_FILE).
+        self.jwt_secret = (SECRETS / JWT_FILE).read_text().strip()
 
     def compose(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run(self._compose + list(args), capture_output=True, text=True, check=check, timeout=timeout)
@@ -122,7 +127,7 @@ class Stack:
 def gateway_ready(url: str) -> bool:
     try:
         with urllib.request.urlopen(url + "/readyz", timeout=2) as response:
-            return response.status == 200
+            return bool(response.status == 200)
     except OSError:
         return False
 

@@ -13,15 +13,16 @@ from collections.abc import Sequence
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        return int(sock.getsockname()[1])
 
 
 class RedisProcess:
     def __init__(self, port: int | None = None, extra_args: Sequence[str] = ()) -> None:
         """``extra_args`` go to redis-server as given, e.g. ``["--aclfile", path]``."""
-        self.binary = shutil.which("redis-server")
-        if self.binary is None:
+        binary = shutil.which("redis-server")
+        if binary is None:
             raise RuntimeError("redis-server not found: apt-get install redis-server (make test does it as root)")
+        self.binary = binary
         self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._workdir = tempfile.mkdtemp(prefix="redis-test-")
