@@ -8,11 +8,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
+import redis.asyncio as aioredis
 from laravel_like_responder.actions import register
 from pubsub_rpc import Caller, ConnectionLost, Responder, Settings
 from redis.backoff import NoBackoff
@@ -160,11 +160,12 @@ def test_the_default_user_is_off(acl_redis: RedisProcess) -> None:
         run(acl_redis, None, "PING")
     with pytest.raises(AuthenticationError, match="user is disabled"):
         run(acl_redis, None, "AUTH", "default", "")
-    with pytest.raises(AuthenticationError):
-        redis.Redis(port=acl_redis.port, username="caller", password="not-the-password", **CLIENT_OPTIONS).ping()
+    wrong = redis.Redis(port=acl_redis.port, username="caller", password="not-the-password", **CLIENT_OPTIONS)
+    with pytest.raises(AuthenticationError, match="invalid username-password pair"), wrong:
+        wrong.ping()
 
 
-def test_the_acl_file_holds_hashes_not_passwords(tmp_path: Path) -> None:
+def test_the_acl_file_holds_hashes_not_passwords() -> None:
     rendered = render_acl(PASSWORDS, C, PHP)
     for user, password in PASSWORDS.items():
         assert password not in rendered
@@ -200,21 +201,20 @@ async def test_a_round_trip_with_the_real_users(acl_redis: RedisProcess, user: s
                 assert (await anext(events)).data == {"locale": "en"}
 
 
-async def test_a_user_push_reaches_the_gateway_user_only(acl_redis: RedisProcess) -> None:
-    import redis.asyncio as aioredis
-
-    gateway = aioredis.Redis(port=acl_redis.port, username="gateway", password=PASSWORDS["gateway"], socket_timeout=5)
+async def test_a_user_push_reaches_the_gateway_user(acl_redis: RedisProcess) -> None:
+    """The per-user push path: the responder publishes on <C>.user.<sub>, the gateway's pattern hears it."""
+    gateway = aioredis.Redis(port=acl_redis.port, username="gateway", password=PASSWORDS["gateway"], protocol=2, socket_timeout=5)
     responder = Responder(as_user(acl_redis, "responder", "laravel_like_responder"))
-    async with gateway.pubsub(ignore_subscribe_messages=True) as pubsub, responder:
-        await pubsub.psubscribe(f"{C}.user.*")
-        async with asyncio.timeout(5):
-            while await pubsub.get_message(timeout=1) is not None or not pubsub.subscribed:
-                pass
+    try:
+        async with gateway.pubsub() as pubsub, responder:
+            await pubsub.psubscribe(f"{C}.user.*")
+            confirmation = await pubsub.get_message(timeout=5)
+            assert confirmation is not None and confirmation["type"] == "psubscribe"
             assert await responder.push("notice", {"n": 1}, channel=f"{C}.user.alice") == 1
-            while (message := await pubsub.get_message(timeout=1)) is None:
-                pass
-        assert message["channel"] == f"{C}.user.alice".encode()
-    await gateway.aclose()
+            message = await pubsub.get_message(timeout=5)
+            assert message is not None and message["channel"] == f"{C}.user.alice".encode()
+    finally:
+        await gateway.aclose()
 
 
 async def test_a_service_with_the_wrong_name_is_not_ready_instead_of_deaf(acl_redis: RedisProcess) -> None:
