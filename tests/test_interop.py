@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 from pubsub_rpc import Caller, NoResponder, Responder, Settings
@@ -70,13 +70,9 @@ async def php_responder(settings: Settings) -> AsyncIterator[None]:
     php = shutil.which("php")
     if php is None:
         pytest.fail("PHP interop needs php-cli and php-redis (make test installs them as root)")
-    url = urlsplit(settings.redis_url)
+    environ = {**os.environ, "REDIS_URL": settings.redis_url, "PEER_PATTERN": settings.responder_pattern}
     process = await asyncio.create_subprocess_exec(
-        php,
-        str(INTEROP / "php" / "seed_protocol_responder.php"),
-        url.hostname or "127.0.0.1",
-        str(url.port),
-        settings.responder_pattern,
+        php, str(INTEROP / "php" / "seed_peer.php"), env=environ, stdout=asyncio.subprocess.DEVNULL
     )
     yield
     process.kill()
