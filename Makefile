@@ -8,14 +8,23 @@ PROJECT ?= pubsub-rpc
 COMPOSE := $(COMPOSE_BIN) -p $(PROJECT)
 # Written by scripts/bootstrap.sh only where the official images cannot be pulled.
 -include .images.env
-export PYTHON_IMAGE REDIS_IMAGE
+-include .images.peers.env
+export PYTHON_IMAGE REDIS_IMAGE NODE_IMAGE PHP_IMAGE
+# PEERS=1: also the `peers` profile (Node.js and PHP containers speaking the seed's protocol),
+# and node_like_caller calls the PHP one now and then.
+PEERS ?=
+ifneq ($(PEERS),)
+export COMPOSE_PROFILES := peers
+export RPC_PEER_CHANNEL ?= laravel_database_php
+endif
 GATEWAY_PORT ?= 8080
 export GATEWAY_PORT
 ACTION ?= actions
 DATA ?= null
+CHANNEL ?=
 PYTEST_ARGS ?=
 
-.PHONY: help setup dev test lint up down logs ps call e2e check bench bench-quick bootstrap
+.PHONY: help setup dev test lint up peers down logs ps call e2e check bench bench-quick bootstrap bootstrap-peers new-service
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' Makefile | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -36,8 +45,14 @@ lint: setup ## ruff
 bootstrap: ## Docker engine and base images (only what is missing)
 	@bash scripts/bootstrap.sh
 
-up: bootstrap ## build and start the stack in Docker, wait until healthy, print the URL
+bootstrap-peers: ## base images of the peers profile (node, php; only what is missing)
+	@bash scripts/bootstrap_peers.sh
+
+up: bootstrap $(if $(PEERS),bootstrap-peers) ## build and start the stack in Docker, wait until healthy, print the URL (PEERS=1: with the peers)
 	@$(MAKE) --no-print-directory _up
+
+peers: ## make up PEERS=1: the stack plus the Node.js and PHP seed-protocol peers
+	@$(MAKE) --no-print-directory up PEERS=1
 
 _up:
 	@$(COMPOSE) up -d --build --remove-orphans
@@ -48,7 +63,7 @@ _up:
 	@echo "  Logs / stop:  make logs / make down"
 
 down: ## stop and remove containers, networks and volumes
-	@$(COMPOSE) down -v --remove-orphans
+	@$(COMPOSE) --profile peers down -v --remove-orphans
 
 logs: ## follow the services' logs
 	@$(COMPOSE) logs -f --tail=50
@@ -56,10 +71,13 @@ logs: ## follow the services' logs
 ps: ## show the containers and their health
 	@$(COMPOSE) ps
 
-call: ## one call through the caller container: make call ACTION=sum DATA='[1,2]'
-	@$(COMPOSE) exec -T node_like_caller python -m node_like_caller call "$(ACTION)" '$(DATA)'
+call: ## one call through the caller container: make call ACTION=sum DATA='[1,2]' [CHANNEL=laravel_database_php]
+	@$(COMPOSE) exec -T $(if $(CHANNEL),-e RPC_CHANNEL=$(CHANNEL)) node_like_caller python -m node_like_caller call "$(ACTION)" '$(DATA)'
 
-e2e: setup bootstrap ## end-to-end tests against the real containers (own project, own port)
+new-service: ## copy the template service as NAME, with the library, into DEST: make new-service NAME=orders DEST=~/shop
+	@bash scripts/new_service.sh "$(NAME)" "$(DEST)"
+
+e2e: setup bootstrap bootstrap-peers ## end-to-end tests against the real containers (own project, own port)
 	@.venv/bin/python -m pytest e2e -p no:cacheprovider -o timeout=300 $(PYTEST_ARGS)
 
 check: test e2e ## both suites

@@ -30,12 +30,12 @@ def _compose_command() -> str:
 
 def _load_image_overrides() -> None:
     """What `make e2e` exports, for a bare `pytest e2e` too."""
-    env_file = ROOT / ".images.env"
-    if env_file.exists():
-        for line in env_file.read_text().splitlines():
-            key, _, value = line.partition("=")
-            if key and value:
-                os.environ.setdefault(key, value)
+    for env_file in (ROOT / ".images.env", ROOT / ".images.peers.env"):
+        if env_file.exists():
+            for line in env_file.read_text().splitlines():
+                key, _, value = line.partition("=")
+                if key and value:
+                    os.environ.setdefault(key, value)
 
 
 @pytest.fixture(scope="session")
