@@ -60,9 +60,7 @@ def test_following_the_guide_builds_runs_and_calls_orders(tmp_path: Path) -> Non
     script = "set -euo pipefail\n" + V1_SHIM + "\n".join(blocks)
     started = time.monotonic()
     try:
-        result = subprocess.run(
-            ["bash", "-c", script], cwd=ROOT, env=environ, capture_output=True, text=True, timeout=300
-        )
+        result = subprocess.run(["bash", "-c", script], cwd=ROOT, env=environ, capture_output=True, text=True, timeout=300)
     finally:
         compose = _compose_command().split()
         subprocess.run(
