@@ -58,13 +58,19 @@ def docker_setup() -> list[str]:
     _load_image_overrides()
     os.environ["GATEWAY_PORT"] = str(free_port())
     os.environ["PUSH_INTERVAL"] = "1"
+    # The `peers` profile too (Node.js and PHP containers speaking the seed's protocol), so
+    # the mixed round trips run in the same session; node_like_caller calls the PHP peer.
+    os.environ["COMPOSE_PROFILES"] = "peers"
+    os.environ["RPC_PEER_CHANNEL"] = "laravel_database_php"
+    os.environ["RPC_PEER_INTERVAL"] = "1"
+    os.environ["PEER_INTERVAL"] = "1"
     # `--wait` is v2-only; readiness is awaited below with a deadline instead.
-    return ["down -v --remove-orphans", "up --build -d"]
+    return ["--profile peers down -v --remove-orphans", "up --build -d"]
 
 
 @pytest.fixture(scope="session")
 def docker_cleanup() -> list[str]:
-    return ["down -v --remove-orphans"]
+    return ["--profile peers down -v --remove-orphans"]
 
 
 class Stack:
