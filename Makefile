@@ -66,10 +66,10 @@ down: ## stop and remove containers, networks and volumes
 	@$(COMPOSE) --profile peers down -v --remove-orphans
 
 logs: ## follow the services' logs
-	@$(COMPOSE) logs -f --tail=50
+	@$(COMPOSE) --profile peers logs -f --tail=50
 
 ps: ## show the containers and their health
-	@$(COMPOSE) ps
+	@$(COMPOSE) --profile peers ps
 
 call: ## one call through the caller container: make call ACTION=sum DATA='[1,2]' [CHANNEL=laravel_database_php]
 	@$(COMPOSE) exec -T $(if $(CHANNEL),-e RPC_CHANNEL=$(CHANNEL)) node_like_caller python -m node_like_caller call "$(ACTION)" '$(DATA)'

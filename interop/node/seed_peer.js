@@ -18,7 +18,7 @@ const status = { rounds: 0, calls: 0, ok: 0, failed: 0, lastOk: null, lastError:
 function log(fields) { process.stdout.write(JSON.stringify({ peer: "node", ...fields }) + "\n"); }
 
 function redisOptions() {
-  const options = { maxRetriesPerRequest: null };  // wait out a Redis restart rather than fail
+  const options = {};  // ioredis reconnects by itself; a command waits for at most 20 retries
   if (env.REDIS_USERNAME) options.username = env.REDIS_USERNAME;
   const password = env.REDIS_PASSWORD_FILE ? fs.readFileSync(env.REDIS_PASSWORD_FILE, "utf8").trim() : env.REDIS_PASSWORD;
   if (password) options.password = password;  // never logged
