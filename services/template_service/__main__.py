@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from pubsub_rpc import Responder, Settings
+from pubsub_rpc import Responder
 from pubsub_rpc.health import beat
-from pubsub_rpc.lifecycle import configure_logging, run, stop_event_on_signals
+from pubsub_rpc.lifecycle import configure_logging, load_settings, run, stop_event_on_signals
 
 from .actions import register
 
@@ -17,7 +17,7 @@ log = logging.getLogger(NAME)
 
 
 async def main() -> None:
-    settings = Settings.from_env(source=NAME, service=NAME)
+    settings = load_settings(NAME, source=NAME, service=NAME)
     configure_logging(settings.log_level)
     stop = stop_event_on_signals()
     responder = Responder(settings, name=NAME)

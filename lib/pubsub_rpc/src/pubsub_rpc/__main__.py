@@ -11,7 +11,7 @@ import sys
 import orjson
 
 from . import Caller, RpcError, Settings
-from .lifecycle import configure_logging, run
+from .lifecycle import configure_logging, load_settings, run
 
 
 async def call(settings: Settings, action: str, data: object, timeout: float | None) -> int:
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"error: DATA is not valid JSON: {exc}\n")
         return 2
     configure_logging("WARNING")
-    settings = Settings.from_env(source="cli", service="cli")
+    settings = load_settings("python -m pubsub_rpc", source="cli", service="cli")
     return run(lambda: call(settings, args.action, data, args.timeout))
 
 

@@ -224,6 +224,7 @@ RULES: dict[str, check.Rule] = {
     "drain_timeout": check.seconds(),
     "health_check_interval": check.seconds(),
     "push_interval": check.seconds(zero_means_off=True),
+    "peer_interval": check.seconds(),
     "gateway_port": check.port,
     "gateway_send_buffer": check.integer_at_least(1),
     "gateway_max_calls_per_client": check.integer_at_least(1),
