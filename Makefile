@@ -8,14 +8,23 @@ PROJECT ?= pubsub-rpc
 COMPOSE := $(COMPOSE_BIN) -p $(PROJECT)
 # Written by scripts/bootstrap.sh only where the official images cannot be pulled.
 -include .images.env
-export PYTHON_IMAGE REDIS_IMAGE
+-include .images.peers.env
+export PYTHON_IMAGE REDIS_IMAGE NODE_IMAGE PHP_IMAGE
+# PEERS=1: also the `peers` profile (Node.js and PHP containers speaking the seed's protocol),
+# and node_like_caller calls the PHP one now and then.
+PEERS ?=
+ifneq ($(PEERS),)
+export COMPOSE_PROFILES := peers
+export RPC_PEER_CHANNEL ?= laravel_database_php
+endif
 GATEWAY_PORT ?= 8080
 export GATEWAY_PORT
 ACTION ?= actions
 DATA ?= null
+CHANNEL ?=
 PYTEST_ARGS ?=
 
-.PHONY: help setup dev test lint lock lock-upgrade lock-check up down logs ps call e2e check bench bench-quick bootstrap secrets
+.PHONY: help setup dev test lint lock lock-upgrade lock-check up peers down logs ps call e2e check bench bench-quick bootstrap bootstrap-peers secrets new-service
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' Makefile | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -59,8 +68,14 @@ bootstrap: ## Docker engine and base images (only what is missing)
 secrets: ## create the git-ignored .secrets/ (Redis ACL passwords and file, JWT key) where missing
 	@python3 scripts/make_secrets.py
 
-up: bootstrap secrets ## build and start the stack in Docker (demo mode), wait until healthy, print the URL
+bootstrap-peers: ## base images of the peers profile (node, php; only what is missing)
+	@bash scripts/bootstrap_peers.sh
+
+up: bootstrap secrets $(if $(PEERS),bootstrap-peers) ## build and start the stack in Docker (demo mode), wait until healthy, print the URL (PEERS=1: with the peers)
 	@$(MAKE) --no-print-directory _up
+
+peers: ## make up PEERS=1: the stack plus the Node.js and PHP seed-protocol peers
+	@$(MAKE) --no-print-directory up PEERS=1
 
 # Demo mode (tokens minted for the page) only here: compose.yaml defaults to off.
 # `GATEWAY_DEMO_MODE=false make up` runs the gateway with .secrets/gateway-jwt.secret alone.
@@ -73,18 +88,21 @@ _up:
 	@echo "  Logs / stop:  make logs / make down"
 
 down: ## stop and remove containers, networks and volumes
-	@$(COMPOSE) down -v --remove-orphans
+	@$(COMPOSE) --profile peers down -v --remove-orphans
 
 logs: ## follow the services' logs
-	@$(COMPOSE) logs -f --tail=50
+	@$(COMPOSE) --profile peers logs -f --tail=50
 
 ps: ## show the containers and their health
-	@$(COMPOSE) ps
+	@$(COMPOSE) --profile peers ps
 
-call: ## one call through the caller container: make call ACTION=sum DATA='[1,2]'
-	@$(COMPOSE) exec -T node_like_caller python -m node_like_caller call "$(ACTION)" '$(DATA)'
+call: ## one call through the caller container: make call ACTION=sum DATA='[1,2]' [CHANNEL=laravel_database_php]
+	@$(COMPOSE) exec -T $(if $(CHANNEL),-e RPC_CHANNEL=$(CHANNEL)) node_like_caller python -m node_like_caller call "$(ACTION)" '$(DATA)'
 
-e2e: setup bootstrap secrets ## end-to-end tests against the real containers (own project, own port)
+new-service: ## copy the template service as NAME, with the library, into DEST: make new-service NAME=orders DEST=~/shop
+	@bash scripts/new_service.sh "$(NAME)" "$(DEST)"
+
+e2e: setup bootstrap bootstrap-peers secrets ## end-to-end tests against the real containers (own project, own port)
 	@.venv/bin/python -m pytest e2e -p no:cacheprovider -o timeout=300 $(PYTEST_ARGS)
 
 check: test e2e ## both suites

@@ -34,12 +34,12 @@ def _compose_command() -> str:
 
 def _load_image_overrides() -> None:
     """What `make e2e` exports, for a bare `pytest e2e` too."""
-    env_file = ROOT / ".images.env"
-    if env_file.exists():
-        for line in env_file.read_text().splitlines():
-            key, _, value = line.partition("=")
-            if key and value:
-                os.environ.setdefault(key, value)
+    for env_file in (ROOT / ".images.env", ROOT / ".images.peers.env"):
+        if env_file.exists():
+            for line in env_file.read_text().splitlines():
+                key, _, value = line.partition("=")
+                if key and value:
+                    os.environ.setdefault(key, value)
 
 
 @pytest.fixture(scope="session")
@@ -66,13 +66,19 @@ def docker_setup() -> list[str]:
     # As `make up` does: the page in Chromium gets its token from /demo/token. Tests that
     # act as a real app's backend sign their own with Stack.jwt_secret instead.
     os.environ.setdefault("GATEWAY_DEMO_MODE", "true")
+    # The `peers` profile too (Node.js and PHP containers speaking the seed's protocol), so
+    # the mixed round trips run in the same session; node_like_caller calls the PHP peer.
+    os.environ["COMPOSE_PROFILES"] = "peers"
+    os.environ["RPC_PEER_CHANNEL"] = "laravel_database_php"
+    os.environ["RPC_PEER_INTERVAL"] = "1"
+    os.environ["PEER_INTERVAL"] = "1"
     # `--wait` is v2-only; readiness is awaited below with a deadline instead.
-    return ["down -v --remove-orphans", "up --build -d"]
+    return ["--profile peers down -v --remove-orphans", "up --build -d"]
 
 
 @pytest.fixture(scope="session")
 def docker_cleanup() -> list[str]:
-    return ["down -v --remove-orphans"]
+    return ["--profile peers down -v --remove-orphans"]
 
 
 class Stack:

@@ -1,5 +1,6 @@
 """The Dockerfiles and the locks they install: each service's Dockerfile is copyable on its
-own, so the three must not drift apart; and the lock must pin and hash every package."""
+own, so they must not drift apart (template_service is what `make new-service` copies);
+and the lock must pin and hash every package."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVICES = ["laravel_like_responder", "node_like_caller", "ws_gateway"]
+SERVICES = ["laravel_like_responder", "node_like_caller", "ws_gateway", "template_service"]
 # The gateway serves HTTP: its own port and health check, nothing else differs.
 GATEWAY_ONLY = re.compile(r"^(ENV GATEWAY_HOST=.*|EXPOSE 8080|ENV HEARTBEAT_FILE=.*)$\n?", re.M)
 

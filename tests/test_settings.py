@@ -36,6 +36,7 @@ BAD: list[tuple[dict[str, str], str, str]] = [
     ({"RPC_DRAIN_TIMEOUT": "0"}, "RPC_DRAIN_TIMEOUT=0.0", "seconds > 0"),
     ({"REDIS_HEALTH_CHECK_INTERVAL": "0"}, "REDIS_HEALTH_CHECK_INTERVAL=0.0", "seconds > 0"),
     ({"PUSH_INTERVAL": "-1"}, "PUSH_INTERVAL=-1.0", "seconds >= 0 (0 = off)"),
+    ({"RPC_PEER_INTERVAL": "0"}, "RPC_PEER_INTERVAL=0.0", "seconds > 0"),
     ({"RPC_PRIVATE_REPLIES": "maybe"}, "RPC_PRIVATE_REPLIES='maybe'", "true or false"),
     ({"GATEWAY_PORT": "0"}, "GATEWAY_PORT=0", "port number in 1..65535"),
     ({"GATEWAY_PORT": "65536"}, "GATEWAY_PORT=65536", "port number in 1..65535"),

@@ -51,6 +51,8 @@ class Settings:
     drain_timeout: float = 8.0
     health_check_interval: float = 15.0
     push_interval: float = 10.0
+    peer_channel: str = ""
+    peer_interval: float = 5.0
     heartbeat_file: str = ""
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8080
@@ -174,6 +176,8 @@ ENV: dict[str, tuple[str, str]] = {
     "drain_timeout": ("RPC_DRAIN_TIMEOUT", "seconds a stopping responder lets in-flight requests finish"),
     "health_check_interval": ("REDIS_HEALTH_CHECK_INTERVAL", "idle seconds before a PING checks the connection"),
     "push_interval": ("PUSH_INTERVAL", "seconds between the responder's `configs` pushes (0 = off)"),
+    "peer_channel": ("RPC_PEER_CHANNEL", "node_like_caller also calls a seed-protocol peer on this base channel (empty = off)"),
+    "peer_interval": ("RPC_PEER_INTERVAL", "seconds between those calls"),
     "heartbeat_file": ("HEARTBEAT_FILE", "file touched while healthy, for container health checks"),
     "gateway_host": ("GATEWAY_HOST", "address the gateway binds"),
     "gateway_port": ("GATEWAY_PORT", "port the gateway binds"),
@@ -220,6 +224,7 @@ RULES: dict[str, check.Rule] = {
     "drain_timeout": check.seconds(),
     "health_check_interval": check.seconds(),
     "push_interval": check.seconds(zero_means_off=True),
+    "peer_interval": check.seconds(),
     "gateway_port": check.port,
     "gateway_send_buffer": check.integer_at_least(1),
     "gateway_max_calls_per_client": check.integer_at_least(1),
