@@ -8,14 +8,23 @@ PROJECT ?= pubsub-rpc
 COMPOSE := $(COMPOSE_BIN) -p $(PROJECT)
 # Written by scripts/bootstrap.sh only where the official images cannot be pulled.
 -include .images.env
-export PYTHON_IMAGE REDIS_IMAGE
+-include .images.peers.env
+export PYTHON_IMAGE REDIS_IMAGE NODE_IMAGE PHP_IMAGE
+# PEERS=1: also the `peers` profile (Node.js and PHP containers speaking the seed's protocol),
+# and node_like_caller calls the PHP one now and then.
+PEERS ?=
+ifneq ($(PEERS),)
+export COMPOSE_PROFILES := peers
+export RPC_PEER_CHANNEL ?= laravel_database_php
+endif
 GATEWAY_PORT ?= 8080
 export GATEWAY_PORT
 ACTION ?= actions
 DATA ?= null
+CHANNEL ?=
 PYTEST_ARGS ?=
 
-.PHONY: help setup dev test lint up down logs ps call e2e check bench bench-quick bootstrap
+.PHONY: help setup dev test lint lock lock-upgrade lock-check up peers down logs ps call e2e check bench bench-quick bootstrap bootstrap-peers secrets new-service
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' Makefile | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -29,18 +38,49 @@ dev: setup ## run the whole system as host processes (no Docker); Ctrl-C stops i
 test: setup ## unit, integration, interop and browser tests against a real redis-server
 	@.venv/bin/python -m pytest $(PYTEST_ARGS)
 
-lint: setup ## ruff
+lint: setup ## ruff, mypy (strict for the library), and the lock files match their inputs
 	@.venv/bin/ruff check lib services tests e2e scripts $(wildcard bench)
 	@.venv/bin/ruff format --check lib services tests e2e scripts $(wildcard bench)
+	@.venv/bin/mypy
+	@$(MAKE) --no-print-directory lock-check
+
+# The locks: requirements.txt / requirements-dev.txt are generated (exact versions, hashes for
+# every platform and Python >= 3.11) from the human-edited requirements.in / requirements-dev.in,
+# by the uv pinned in requirements-dev.in.
+UV_COMPILE = $(CURDIR)/.venv/bin/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes --custom-compile-command "make lock"
+lock: setup ## regenerate requirements*.txt from requirements*.in (keeps locked versions that still fit)
+	@$(UV_COMPILE) $(LOCK_ARGS) requirements.in -o requirements.txt
+	@$(UV_COMPILE) $(LOCK_ARGS) requirements-dev.in -o requirements-dev.txt
+
+lock-upgrade: ## regenerate the locks with the newest versions the inputs allow
+	@$(MAKE) --no-print-directory lock LOCK_ARGS=--upgrade
+
+lock-check: setup ## fail if requirements*.txt are not what `make lock` would write
+	@tmp=$$(mktemp -d); cp requirements*.in requirements*.txt "$$tmp"/; \
+	(cd "$$tmp" && $(UV_COMPILE) requirements.in -o requirements.txt && $(UV_COMPILE) requirements-dev.in -o requirements-dev.txt) \
+	  && diff -u requirements.txt "$$tmp/requirements.txt" && diff -u requirements-dev.txt "$$tmp/requirements-dev.txt"; \
+	status=$$?; rm -rf "$$tmp"; \
+	[ $$status = 0 ] || echo "The lock files do not match requirements*.in: run 'make lock' and commit both." >&2; exit $$status
 
 bootstrap: ## Docker engine and base images (only what is missing)
 	@bash scripts/bootstrap.sh
 
-up: bootstrap ## build and start the stack in Docker, wait until healthy, print the URL
+secrets: ## create the git-ignored .secrets/ (Redis ACL passwords and file, JWT key) where missing
+	@python3 scripts/make_secrets.py
+
+bootstrap-peers: ## base images of the peers profile (node, php; only what is missing)
+	@bash scripts/bootstrap_peers.sh
+
+up: bootstrap secrets $(if $(PEERS),bootstrap-peers) ## build and start the stack in Docker (demo mode), wait until healthy, print the URL (PEERS=1: with the peers)
 	@$(MAKE) --no-print-directory _up
 
+peers: ## make up PEERS=1: the stack plus the Node.js and PHP seed-protocol peers
+	@$(MAKE) --no-print-directory up PEERS=1
+
+# Demo mode (tokens minted for the page) only here: compose.yaml defaults to off.
+# `GATEWAY_DEMO_MODE=false make up` runs the gateway with .secrets/gateway-jwt.secret alone.
 _up:
-	@$(COMPOSE) up -d --build --remove-orphans
+	@GATEWAY_DEMO_MODE=$(or $(GATEWAY_DEMO_MODE),true) $(COMPOSE) up -d --build --remove-orphans
 	@bash scripts/wait_healthy.sh "$(COMPOSE)" 120
 	@echo
 	@echo "  Demo page:    http://127.0.0.1:$(GATEWAY_PORT)/"
@@ -48,18 +88,21 @@ _up:
 	@echo "  Logs / stop:  make logs / make down"
 
 down: ## stop and remove containers, networks and volumes
-	@$(COMPOSE) down -v --remove-orphans
+	@$(COMPOSE) --profile peers down -v --remove-orphans
 
 logs: ## follow the services' logs
-	@$(COMPOSE) logs -f --tail=50
+	@$(COMPOSE) --profile peers logs -f --tail=50
 
 ps: ## show the containers and their health
-	@$(COMPOSE) ps
+	@$(COMPOSE) --profile peers ps
 
-call: ## one call through the caller container: make call ACTION=sum DATA='[1,2]'
-	@$(COMPOSE) exec -T node_like_caller python -m node_like_caller call "$(ACTION)" '$(DATA)'
+call: ## one call through the caller container: make call ACTION=sum DATA='[1,2]' [CHANNEL=laravel_database_php]
+	@$(COMPOSE) exec -T $(if $(CHANNEL),-e RPC_CHANNEL=$(CHANNEL)) node_like_caller python -m node_like_caller call "$(ACTION)" '$(DATA)'
 
-e2e: setup bootstrap ## end-to-end tests against the real containers (own project, own port)
+new-service: ## copy the template service as NAME, with the library, into DEST: make new-service NAME=orders DEST=~/shop
+	@bash scripts/new_service.sh "$(NAME)" "$(DEST)"
+
+e2e: setup bootstrap bootstrap-peers secrets ## end-to-end tests against the real containers (own project, own port)
 	@.venv/bin/python -m pytest e2e -p no:cacheprovider -o timeout=300 $(PYTEST_ARGS)
 
 check: test e2e ## both suites

@@ -175,10 +175,20 @@ async def test_user_pushes_reach_only_that_users_sockets(
         for ws in (alice1, alice2):
             event = await ws.next("event")
             assert event == {"type": "event", "action": "invoice", "source": "laravel", "data": {"for": "alice"}, "private": True}
+        # The library's way to say the same: Responder.push(..., user=sub).
+        await responder.push("receipt", [1], user="alice")
+        for ws in (alice1, alice2):
+            assert (await ws.next("event")) == {
+                "type": "event",
+                "action": "receipt",
+                "source": settings.source,
+                "data": [1],
+                "private": True,
+            }
         await responder.push("marker", None)  # public: bob's next event must be this one
         assert (await bob.next("event"))["action"] == "marker"
     await raw_redis.publish(settings.user_prefix + "nobody", envelope)
-    assert (await counters(http, gateway))["user_pushes"] == 1
+    assert (await counters(http, gateway))["user_pushes"] == 2
 
 
 async def test_rs256_and_es256_tokens_verify_with_a_public_key(

@@ -6,23 +6,33 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import dataclasses
 import logging
 import sys
 
 import orjson
 from pubsub_rpc import Caller, RpcError, Settings
 from pubsub_rpc.health import beat
-from pubsub_rpc.lifecycle import configure_logging, run, stop_event_on_signals
+from pubsub_rpc.lifecycle import configure_logging, load_settings, run, stop_event_on_signals
 
-from .scenario import _short, run_scenario
+from .scenario import _short, call_peer_forever, run_scenario
 
 log = logging.getLogger("node_like_caller")
 
 
 async def demo(settings: Settings) -> None:
     stop = stop_event_on_signals()
-    async with Caller(settings, name="node_like_caller") as caller, asyncio.TaskGroup() as tasks:
+    async with contextlib.AsyncExitStack() as stack:
+        caller = await stack.enter_async_context(Caller(settings, name="node_like_caller"))
+        peer = None
+        if settings.peer_channel:  # the `peers` profile: a PHP responder on its own base channel
+            peer_settings = dataclasses.replace(settings, channel=settings.peer_channel)
+            peer = await stack.enter_async_context(Caller(peer_settings, name=f"peer:{settings.peer_channel}"))
+        tasks = await stack.enter_async_context(asyncio.TaskGroup())
         background = [tasks.create_task(run_scenario(caller))]
+        if peer is not None:
+            background.append(tasks.create_task(call_peer_forever(peer, settings.peer_interval)))
         if settings.heartbeat_file:
             background.append(tasks.create_task(beat(settings.heartbeat_file, lambda: caller.ready)))
         caller.add_event_handler(lambda event: log.info("push %s from %s: %s", event.action, event.source, _short(event.data)))
@@ -55,7 +65,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    settings = Settings.from_env(source="nodejs-like", service="node_like_caller")
+    settings = load_settings("node_like_caller", source="nodejs-like", service="node_like_caller")
     if args.command == "call":
         configure_logging("WARNING")
         try:

@@ -56,3 +56,21 @@ async def run_scenario(caller: Caller) -> None:
         else:
             elapsed = (time.perf_counter() - started) * 1000
             log.info("  %-15s %-22s -> ok %s (%.2f ms)", action, _short(data, 22), _short(result), elapsed)
+
+
+async def call_peer_forever(caller: Caller, interval: float) -> None:
+    """Call a seed-protocol responder (the `peers` profile's PHP container) every ``interval``
+    seconds and log what came back: our caller against a real Laravel-style peer."""
+    rounds = 0
+    while True:
+        rounds += 1
+        numbers = [rounds, 1, 2]
+        started = time.perf_counter()
+        try:
+            result = await caller.call("sum", numbers)
+        except RpcError as exc:
+            log.warning("peer %s: sum %s -> %s: %s", caller.name, numbers, exc.code, exc.message)
+        else:
+            elapsed = (time.perf_counter() - started) * 1000
+            log.info("peer %s: sum %s -> %s (%.2f ms)", caller.name, numbers, _short(result), elapsed)
+        await asyncio.sleep(interval)

@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from aiohttp import WebSocketError, WSMsgType, web
-from pubsub_rpc import RpcError
+from pubsub_rpc import InvalidRequest, RpcError
 
 from . import frames
 from .auth import CLOSE_EXPIRED, CLOSE_UNAUTHENTICATED, AuthFailed
@@ -203,12 +203,12 @@ def start_call(gateway: Gateway, client: WsClient, call: frames.CallFrame) -> No
     started = time.perf_counter()
     try:
         future = gateway.caller.start_call(call.action, call.data, timeout=call.timeout)
+    except InvalidRequest:  # raised before sending: `data` JSON cannot re-encode (too deep)
+        gateway.counters.bad_frames += 1
+        client.send(frames.error(call.id, "bad_frame", "`data` cannot be sent as JSON (nested deeper than 254 levels?)"))
+        return
     except RpcError as exc:
         client.send(frames.error(call.id, exc.code, exc.message, 0.0))
-        return
-    except TypeError:  # orjson.JSONEncodeError: more nesting than JSON encoders allow
-        gateway.counters.bad_frames += 1
-        client.send(frames.error(call.id, "bad_frame", "`data` is nested too deeply (at most 254 levels)"))
         return
     gateway.counters.calls += 1
     # A callback, not a task per call: the reply is framed and queued from the read loop.

@@ -1,4 +1,4 @@
-"""Process plumbing every service shares: logging, the event loop, and SIGTERM."""
+"""Process plumbing every service shares: settings, logging, the event loop, and SIGTERM."""
 
 from __future__ import annotations
 
@@ -8,6 +8,18 @@ import signal
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
+
+from .settings import Settings
+
+
+def load_settings(program: str, **defaults: Any) -> Settings:
+    """``Settings.from_env(**defaults)``, or exit 2 with one line on stderr naming the bad
+    variable and its allowed range: a misconfigured container stops at once, readably."""
+    try:
+        return Settings.from_env(**defaults)
+    except ValueError as exc:  # SettingsError, and a *_FILE that cannot be read
+        sys.stderr.write(f"{program}: configuration error: {exc}\n")
+        raise SystemExit(2) from None
 
 
 def configure_logging(level: str = "INFO") -> None:

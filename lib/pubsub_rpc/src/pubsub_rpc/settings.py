@@ -14,6 +14,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
+from . import settings_checks as check
+from .settings_checks import SettingsError
+
+__all__ = ["ENV", "RULES", "Settings", "SettingsError"]
+
 
 def _bool(value: str) -> bool:
     if value.strip().lower() in {"1", "true", "yes", "on"}:
@@ -46,6 +51,8 @@ class Settings:
     drain_timeout: float = 8.0
     health_check_interval: float = 15.0
     push_interval: float = 10.0
+    peer_channel: str = ""
+    peer_interval: float = 5.0
     heartbeat_file: str = ""
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8080
@@ -70,6 +77,10 @@ class Settings:
     gateway_rate_burst: int = 1_000
     gateway_max_frame_bytes: int = 65_536
     log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        """Every Settings is valid (``RULES`` below): a bad value fails here, naming the variable."""
+        check.validate(self, RULES, ENV)
 
     @property
     def request_channel(self) -> str:
@@ -107,20 +118,24 @@ class Settings:
         values: dict[str, Any] = dict(defaults)
         for spec in dataclasses.fields(cls):
             name = ENV[spec.name][0]
-            raw = _read(environ, name)
+            try:
+                raw = _read(environ, name)
+            except ValueError as exc:
+                raise SettingsError(str(exc)) from None
             if raw is not None:
                 try:
-                    values[spec.name] = _bool(raw) if spec.type == "bool" else _CAST[spec.type](raw)
-                except ValueError as exc:
-                    shown = "<secret>" if name in SECRET_FILE_VARS else repr(raw)
-                    raise ValueError(f"{name}={shown}: {exc}") from None
-        settings = cls(**values)
-        if "responder_pattern" not in values and settings.request_suffix != "_sender":
-            settings = dataclasses.replace(settings, responder_pattern="*" + settings.request_suffix)
-        return settings
+                    values[spec.name] = _bool(raw) if spec.type == "bool" else _CAST[str(spec.type)](raw)
+                except ValueError:
+                    shown = "<secret>" if not spec.repr else repr(raw)
+                    raise SettingsError(f"{name}={shown}: {_EXPECTED[str(spec.type)]}") from None
+        suffix = values.get("request_suffix", "_sender")
+        if "responder_pattern" not in values and suffix != "_sender":
+            values["responder_pattern"] = "*" + suffix
+        return cls(**values)
 
 
 _CAST = {"str": str, "int": int, "float": float}
+_EXPECTED = {"int": "must be an integer", "float": "must be a number", "bool": "must be true or false (1/0, yes/no, on/off)"}
 
 # Secrets may come from a file instead (Docker secrets): NAME_FILE=/run/secrets/x.
 SECRET_FILE_VARS = frozenset({"REDIS_URL", "REDIS_PASSWORD", "GATEWAY_JWT_SECRET", "GATEWAY_JWT_PUBLIC_KEY"})
@@ -137,6 +152,7 @@ def _read(environ: Mapping[str, str], name: str) -> str | None:
         return Path(file_name).read_text().strip()
     except OSError as exc:
         raise ValueError(f"{name}_FILE={file_name!r}: cannot read it ({exc.strerror})") from None
+
 
 # field -> (environment variable, meaning). The README's configuration table mirrors this.
 ENV: dict[str, tuple[str, str]] = {
@@ -160,6 +176,8 @@ ENV: dict[str, tuple[str, str]] = {
     "drain_timeout": ("RPC_DRAIN_TIMEOUT", "seconds a stopping responder lets in-flight requests finish"),
     "health_check_interval": ("REDIS_HEALTH_CHECK_INTERVAL", "idle seconds before a PING checks the connection"),
     "push_interval": ("PUSH_INTERVAL", "seconds between the responder's `configs` pushes (0 = off)"),
+    "peer_channel": ("RPC_PEER_CHANNEL", "node_like_caller also calls a seed-protocol peer on this base channel (empty = off)"),
+    "peer_interval": ("RPC_PEER_INTERVAL", "seconds between those calls"),
     "heartbeat_file": ("HEARTBEAT_FILE", "file touched while healthy, for container health checks"),
     "gateway_host": ("GATEWAY_HOST", "address the gateway binds"),
     "gateway_port": ("GATEWAY_PORT", "port the gateway binds"),
@@ -170,12 +188,12 @@ ENV: dict[str, tuple[str, str]] = {
         "GATEWAY_ALLOWED_ORIGINS",
         "extra browser origins allowed on /ws, comma-separated ('*' = any); same-origin always is",
     ),
-    "gateway_allowed_hosts": ("GATEWAY_ALLOWED_HOSTS", "Host header names the gateway answers (DNS-rebinding guard), comma-separated"),
+    "gateway_allowed_hosts": ("GATEWAY_ALLOWED_HOSTS", "Host names the gateway answers (DNS-rebinding guard), comma-separated"),
     "gateway_allowed_actions": ("GATEWAY_ALLOWED_ACTIONS", "actions browsers may call, comma-separated (empty = none)"),
     "gateway_demo_mode": ("GATEWAY_DEMO_MODE", "mint demo tokens for the page at /demo/token (never in production)"),
     "gateway_jwt_secret": ("GATEWAY_JWT_SECRET", "HS256 secret that signs browser tokens; or GATEWAY_JWT_SECRET_FILE"),
     "gateway_jwt_public_key": ("GATEWAY_JWT_PUBLIC_KEY", "PEM public key for RS256/ES256 tokens; or GATEWAY_JWT_PUBLIC_KEY_FILE"),
-    "gateway_jwt_algorithms": ("GATEWAY_JWT_ALGORITHMS", "accepted JWT algorithms (default HS256 with a secret, RS256,ES256 with a key)"),
+    "gateway_jwt_algorithms": ("GATEWAY_JWT_ALGORITHMS", "JWT algorithms (default HS256 with a secret, RS256,ES256 with a key)"),
     "gateway_jwt_audience": ("GATEWAY_JWT_AUDIENCE", "required `aud` claim (empty = not checked)"),
     "gateway_jwt_issuer": ("GATEWAY_JWT_ISSUER", "required `iss` claim (empty = not checked)"),
     "gateway_demo_token_ttl": ("GATEWAY_DEMO_TOKEN_TTL", "lifetime of demo tokens, seconds"),
@@ -187,4 +205,37 @@ ENV: dict[str, tuple[str, str]] = {
     "gateway_rate_burst": ("GATEWAY_RATE_BURST", "calls one WebSocket may make at once above the rate"),
     "gateway_max_frame_bytes": ("GATEWAY_MAX_FRAME_BYTES", "largest WebSocket frame accepted from a client"),
     "log_level": ("LOG_LEVEL", "logging level"),
+}
+
+# field -> the rule its value must pass at start-up (pubsub_rpc.settings_checks). A new
+# field with a range gets a line here; the cross-field checks are in settings_checks.
+RULES: dict[str, check.Rule] = {
+    "redis_url": check.url_scheme("redis", "rediss", "unix"),
+    "channel": check.non_empty,
+    "request_suffix": check.non_empty,
+    "responder_pattern": check.non_empty,
+    "service": check.non_empty,
+    "call_timeout": check.seconds(),
+    "max_concurrency": check.integer_at_least(1),
+    "max_backlog": check.integer_at_least(1),
+    "max_backlog_bytes": check.integer_at_least(1),
+    "max_message_bytes": check.integer_at_least(1),
+    "max_channel_bytes": check.integer_at_least(1),
+    "drain_timeout": check.seconds(),
+    "health_check_interval": check.seconds(),
+    "push_interval": check.seconds(zero_means_off=True),
+    "peer_interval": check.seconds(),
+    "gateway_port": check.port,
+    "gateway_send_buffer": check.integer_at_least(1),
+    "gateway_max_calls_per_client": check.integer_at_least(1),
+    "gateway_max_timeout": check.seconds(),
+    "gateway_demo_token_ttl": check.seconds(),
+    "gateway_auth_timeout": check.seconds(),
+    "gateway_idle_timeout": check.seconds(),
+    "gateway_max_connections": check.integer_at_least(1),
+    "gateway_max_connections_per_ip": check.integer_at_least(1),
+    "gateway_rate_limit": check.seconds(),
+    "gateway_rate_burst": check.integer_at_least(1),
+    "gateway_max_frame_bytes": check.integer_at_least(1),
+    "log_level": check.log_level,
 }

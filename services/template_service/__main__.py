@@ -1,0 +1,37 @@
+"""``python -m template_service``: serve the actions of ``actions.py`` until SIGTERM, then
+drain in-flight requests (up to RPC_DRAIN_TIMEOUT)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from pubsub_rpc import Responder
+from pubsub_rpc.health import beat
+from pubsub_rpc.lifecycle import configure_logging, load_settings, run, stop_event_on_signals
+
+from .actions import register
+
+NAME = "template_service"
+log = logging.getLogger(NAME)
+
+
+async def main() -> None:
+    settings = load_settings(NAME, source=NAME, service=NAME)
+    configure_logging(settings.log_level)
+    stop = stop_event_on_signals()
+    responder = Responder(settings, name=NAME)
+    register(responder)
+    async with responder, asyncio.TaskGroup() as background:
+        log.info("serving %s on pattern %s", sorted(responder.actions), settings.responder_pattern)
+        heartbeat = None
+        if settings.heartbeat_file:  # the container's health check reads it
+            heartbeat = background.create_task(beat(settings.heartbeat_file, lambda: responder.ready))
+        await stop.wait()
+        log.info("stopping: draining in-flight requests (up to %.1fs)", settings.drain_timeout)
+        if heartbeat is not None:
+            heartbeat.cancel()
+
+
+if __name__ == "__main__":
+    raise SystemExit(run(main))
