@@ -65,7 +65,7 @@ async def test_the_gateway_refuses_sockets_without_a_valid_token(stack: Stack) -
 @pytest.mark.parametrize(
     ("action", "data", "timeout", "code"),
     [
-        ("no_such_action", None, None, "unknown_action"),
+        ("no_such_action", None, None, "forbidden"),  # not on the allow-list: never reaches Redis
         ("sum", "not a list", None, "invalid_request"),
         ("fail", None, None, "handler_error"),
         ("slow", {"ms": 3000}, 0.3, "timeout"),
@@ -75,6 +75,11 @@ async def test_errors_arrive_named(stack: Stack, action: str, data: Any, timeout
     async with aiohttp.ClientSession() as http, connect(http, stack.ws_url, app_token(stack)) as ws:
         frame = await ws.call(1, action, data, timeout)
     assert frame["type"] == "error" and frame["code"] == code
+
+
+async def test_a_service_calling_an_unknown_action_gets_unknown_action(stack: Stack) -> None:
+    result = await asyncio.to_thread(stack.cli, "no_such_action")
+    assert result.returncode != 0 and "unknown_action" in result.stdout + result.stderr
 
 
 async def test_push_reaches_a_websocket_client(stack: Stack) -> None:
