@@ -26,7 +26,7 @@ async def push_configs(responder: Responder, interval: float) -> None:
 
 async def main() -> None:
     settings = Settings.from_env(source="laravel", service="laravel_like_responder")
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     stop = stop_event_on_signals()
     responder = Responder(settings, name="laravel_like_responder")
     register(responder)

@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.stderr.write(f"error: DATA is not valid JSON: {exc}\n")
             return 2
         return run(lambda: one_call(settings, args.action, data, args.timeout))
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     return run(lambda: demo(settings))
 
 

@@ -16,7 +16,7 @@ log = logging.getLogger("ws_gateway")
 
 def main() -> None:
     settings = Settings.from_env(source="ws_gateway", service="ws_gateway")
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     try:
         import uvloop
     except ImportError:  # pragma: no cover

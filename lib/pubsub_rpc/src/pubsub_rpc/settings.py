@@ -70,6 +70,7 @@ class Settings:
     gateway_rate_burst: int = 1_000
     gateway_max_frame_bytes: int = 65_536
     log_level: str = "INFO"
+    log_format: str = "text"
 
     @property
     def request_channel(self) -> str:
@@ -187,4 +188,5 @@ ENV: dict[str, tuple[str, str]] = {
     "gateway_rate_burst": ("GATEWAY_RATE_BURST", "calls one WebSocket may make at once above the rate"),
     "gateway_max_frame_bytes": ("GATEWAY_MAX_FRAME_BYTES", "largest WebSocket frame accepted from a client"),
     "log_level": ("LOG_LEVEL", "logging level"),
+    "log_format": ("LOG_FORMAT", "`text` (readable) or `json` (one object per line; the images' default)"),
 }
