@@ -139,6 +139,7 @@ def _read(environ: Mapping[str, str], name: str) -> str | None:
     except OSError as exc:
         raise ValueError(f"{name}_FILE={file_name!r}: cannot read it ({exc.strerror})") from None
 
+
 # field -> (environment variable, meaning). The README's configuration table mirrors this.
 ENV: dict[str, tuple[str, str]] = {
     "redis_url": ("REDIS_URL", "Redis DSN (redis:// or rediss://, with user:password@ for ACL); or REDIS_URL_FILE"),
@@ -171,12 +172,12 @@ ENV: dict[str, tuple[str, str]] = {
         "GATEWAY_ALLOWED_ORIGINS",
         "extra browser origins allowed on /ws, comma-separated ('*' = any); same-origin always is",
     ),
-    "gateway_allowed_hosts": ("GATEWAY_ALLOWED_HOSTS", "Host header names the gateway answers (DNS-rebinding guard), comma-separated"),
+    "gateway_allowed_hosts": ("GATEWAY_ALLOWED_HOSTS", "Host names the gateway answers (DNS-rebinding guard), comma-separated"),
     "gateway_allowed_actions": ("GATEWAY_ALLOWED_ACTIONS", "actions browsers may call, comma-separated (empty = none)"),
     "gateway_demo_mode": ("GATEWAY_DEMO_MODE", "mint demo tokens for the page at /demo/token (never in production)"),
     "gateway_jwt_secret": ("GATEWAY_JWT_SECRET", "HS256 secret that signs browser tokens; or GATEWAY_JWT_SECRET_FILE"),
     "gateway_jwt_public_key": ("GATEWAY_JWT_PUBLIC_KEY", "PEM public key for RS256/ES256 tokens; or GATEWAY_JWT_PUBLIC_KEY_FILE"),
-    "gateway_jwt_algorithms": ("GATEWAY_JWT_ALGORITHMS", "accepted JWT algorithms (default HS256 with a secret, RS256,ES256 with a key)"),
+    "gateway_jwt_algorithms": ("GATEWAY_JWT_ALGORITHMS", "JWT algorithms (default HS256 with a secret, RS256,ES256 with a key)"),
     "gateway_jwt_audience": ("GATEWAY_JWT_AUDIENCE", "required `aud` claim (empty = not checked)"),
     "gateway_jwt_issuer": ("GATEWAY_JWT_ISSUER", "required `iss` claim (empty = not checked)"),
     "gateway_demo_token_ttl": ("GATEWAY_DEMO_TOKEN_TTL", "lifetime of demo tokens, seconds"),
