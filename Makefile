@@ -15,7 +15,7 @@ ACTION ?= actions
 DATA ?= null
 PYTEST_ARGS ?=
 
-.PHONY: help setup dev test lint up down logs ps call e2e check bench bench-quick bootstrap
+.PHONY: help setup dev test lint lock lock-upgrade lock-check up down logs ps call e2e check bench bench-quick bootstrap
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' Makefile | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -29,9 +29,29 @@ dev: setup ## run the whole system as host processes (no Docker); Ctrl-C stops i
 test: setup ## unit, integration, interop and browser tests against a real redis-server
 	@.venv/bin/python -m pytest $(PYTEST_ARGS)
 
-lint: setup ## ruff
+lint: setup ## ruff, mypy (strict for the library), and the lock files match their inputs
 	@.venv/bin/ruff check lib services tests e2e scripts $(wildcard bench)
 	@.venv/bin/ruff format --check lib services tests e2e scripts $(wildcard bench)
+	@.venv/bin/mypy
+	@$(MAKE) --no-print-directory lock-check
+
+# The locks: requirements.txt / requirements-dev.txt are generated (exact versions, hashes for
+# every platform and Python >= 3.11) from the human-edited requirements.in / requirements-dev.in,
+# by the uv pinned in requirements-dev.in.
+UV_COMPILE = $(CURDIR)/.venv/bin/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes --custom-compile-command "make lock"
+lock: setup ## regenerate requirements*.txt from requirements*.in (keeps locked versions that still fit)
+	@$(UV_COMPILE) $(LOCK_ARGS) requirements.in -o requirements.txt
+	@$(UV_COMPILE) $(LOCK_ARGS) requirements-dev.in -o requirements-dev.txt
+
+lock-upgrade: ## regenerate the locks with the newest versions the inputs allow
+	@$(MAKE) --no-print-directory lock LOCK_ARGS=--upgrade
+
+lock-check: setup ## fail if requirements*.txt are not what `make lock` would write
+	@tmp=$$(mktemp -d); cp requirements*.in requirements*.txt "$$tmp"/; \
+	(cd "$$tmp" && $(UV_COMPILE) requirements.in -o requirements.txt && $(UV_COMPILE) requirements-dev.in -o requirements-dev.txt) \
+	  && diff -u requirements.txt "$$tmp/requirements.txt" && diff -u requirements-dev.txt "$$tmp/requirements-dev.txt"; \
+	status=$$?; rm -rf "$$tmp"; \
+	[ $$status = 0 ] || echo "The lock files do not match requirements*.in: run 'make lock' and commit both." >&2; exit $$status
 
 bootstrap: ## Docker engine and base images (only what is missing)
 	@bash scripts/bootstrap.sh

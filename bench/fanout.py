@@ -9,6 +9,7 @@ python -m bench.fanout WS_URL REDIS_URL CHANNEL CLIENTS EVENTS OFFERED
 from __future__ import annotations
 
 import asyncio
+import functools
 import sys
 import time
 
@@ -44,7 +45,7 @@ async def main() -> None:
     publisher = Publisher(redis_url, "bench-pusher")
     publisher.start()
     await publisher.wait_ready(10)
-    sockets = [await connect(ws_url, lambda p, s=(i % 10 == 0): on_text(p, s)) for i in range(clients)]
+    sockets = [await connect(ws_url, functools.partial(on_text, sampled=i % 10 == 0)) for i in range(clients)]
     loop = asyncio.get_running_loop()
     cpu_before, started = cpu_seconds(), time.perf_counter()
     first = loop.time()

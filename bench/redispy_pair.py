@@ -11,6 +11,7 @@ import json
 import sys
 import time
 import uuid
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -31,15 +32,20 @@ async def responder(url: str, channel: str) -> None:
             reply = {"source": "py", "action": request["action"], "requestId": request["requestId"], "result": request["data"]}
             # Concurrent publishes over the pool, as a competent plain version would: awaiting
             # each one in turn would cap it at one Redis round trip per request.
-            task = asyncio.create_task(client.publish(channel, json.dumps(reply)))
+            task = asyncio.create_task(_publish(client, channel, json.dumps(reply)))
             publishing.add(task)
             task.add_done_callback(publishing.discard)
+
+
+async def _publish(client: aioredis.Redis, channel: str, body: str) -> int:
+    receivers: int = await client.publish(channel, body)
+    return receivers
 
 
 async def caller(url: str, channel: str, inflight: int, seconds: float) -> None:
     # One pooled connection per call in flight is what plain redis-py needs to pipeline at all.
     client = aioredis.Redis.from_url(url, max_connections=inflight + 8)
-    pending: dict[str, asyncio.Future[dict]] = {}
+    pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
     async with client.pubsub() as pubsub:
         await pubsub.subscribe(channel)
 

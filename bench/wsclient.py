@@ -13,6 +13,7 @@ import base64
 import os
 import struct
 from collections.abc import Callable
+from typing import cast
 from urllib.parse import urlsplit
 
 ZERO_MASK = b"\x00\x00\x00\x00"
@@ -39,9 +40,10 @@ class WsProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        # uvloop's transport is not an asyncio.Transport subclass, but it has the same methods.
+        self.transport = cast(asyncio.Transport, transport)
         key = base64.b64encode(os.urandom(16)).decode()
-        transport.write(
+        self.transport.write(
             f"GET /ws HTTP/1.1\r\nHost: {self.host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
         )
@@ -91,6 +93,7 @@ class WsProtocol(asyncio.Protocol):
 async def connect(url: str, on_text: Callable[[bytes], None]) -> WsProtocol:
     parts = urlsplit(url)
     loop = asyncio.get_running_loop()
-    _, protocol = await loop.create_connection(lambda: WsProtocol(on_text, parts.netloc), parts.hostname, parts.port)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    _, protocol = await loop.create_connection(lambda: WsProtocol(on_text, parts.netloc), host, port)
     await protocol.upgraded
     return protocol

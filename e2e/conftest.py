@@ -97,7 +97,7 @@ class Stack:
     def all_healthy(self) -> bool:
         return all(self.health(s) == "healthy" for s in ("redis", "laravel_like_responder", "node_like_caller", "ws_gateway"))
 
-    def wait(self, condition, timeout: float = 90, what: str = "the stack") -> float:  # type: ignore[no-untyped-def]
+    def wait(self, condition, timeout: float = 90, what: str = "the stack") -> float:
         started = time.monotonic()
         while not condition():
             if time.monotonic() - started > timeout:
@@ -119,7 +119,7 @@ def gateway_ready(url: str) -> bool:
 
 
 @pytest.fixture(scope="session")
-def stack_session(docker_services, docker_compose_command: str) -> Stack:  # type: ignore[no-untyped-def]
+def stack_session(docker_services, docker_compose_command: str) -> Stack:
     stack = Stack(docker_compose_command)
     docker_services.wait_until_responsive(check=lambda: gateway_ready(stack.gateway), timeout=180.0, pause=0.5)
     stack.wait(stack.all_healthy, timeout=120, what="every container to be healthy")

@@ -109,25 +109,34 @@ def test_responder_restart_fails_fast_then_recovers(stack: Stack) -> None:
     assert after.returncode == 0 and json.loads(after.stdout) == "hi"
 
 
+# docs/operations.md promises this: reconnect backoff is capped at 2 s (+-20 % jitter), so a
+# round trip works again a few seconds after Redis is back, however long it was away.
+RECOVERY_BOUND_S = 5.0
+
+
 async def test_redis_restart_every_service_reconnects(stack: Stack) -> None:
     started = time.monotonic()
-    stack.compose("restart", "redis")
+    await asyncio.to_thread(stack.compose, "restart", "redis")
+    back = time.monotonic()  # Redis answers again: from here on the services' backoff decides
 
     async def round_trip() -> bool:
+        if not await asyncio.to_thread(gateway_ready, stack.gateway):
+            return False
         try:
             async with aiohttp.ClientSession() as http, connect(http, stack.ws_url) as ws:
                 return (await ws.call(1, "echo", "back"))["type"] == "result"
         except (aiohttp.ClientError, TimeoutError):
             return False
 
-    deadline = time.monotonic() + 60
-    while not (gateway_ready(stack.gateway) and await round_trip()):
+    deadline = back + 60  # a bound on the wait only; the claim is asserted below
+    while not await round_trip():
         assert time.monotonic() < deadline, "no round trip within 60 s of restarting Redis"
-        await asyncio.sleep(0.2)
-    recovery = time.monotonic() - started
-    print(f"\nRedis restart -> first successful round trip: {recovery:.2f}s (includes `compose restart`)")
-    stack.wait(stack.all_healthy, what="every container healthy again")
-    assert stack.cli("sum", "[2, 2]").stdout.strip() == "4"
+        await asyncio.sleep(0.1)
+    recovery = time.monotonic() - back
+    print(f"\nRedis restart took {back - started:.2f}s; Redis back -> first browser round trip: {recovery:.2f}s")
+    assert recovery < RECOVERY_BOUND_S, f"round trips resumed {recovery:.2f}s after Redis was back (docs: under 5 s)"
+    await asyncio.to_thread(stack.wait, stack.all_healthy, what="every container healthy again")
+    assert (await asyncio.to_thread(stack.cli, "sum", "[2, 2]")).stdout.strip() == "4"
 
 
 async def test_compose_stop_is_graceful(stack: Stack) -> None:
@@ -141,6 +150,6 @@ async def test_compose_stop_is_graceful(stack: Stack) -> None:
         frame = await ws.next("result", timeout=15, id=7)
         await stopping
     assert frame["type"] == "result" and frame["result"] == {"sleptMs": 1500}
-    stack.compose("stop")
+    await asyncio.to_thread(stack.compose, "stop")
     for service in ("laravel_like_responder", "node_like_caller", "ws_gateway", "redis"):
-        assert stack.exit_code(service) == "exited 0", service
+        assert await asyncio.to_thread(stack.exit_code, service) == "exited 0", service

@@ -24,12 +24,18 @@ SERVICES = ("laravel_like_responder", "ws_gateway", "node_like_caller")
 log = logging.getLogger("dev")
 
 
+def _service(process: subprocess.Popen[bytes]) -> str:
+    """The module a spawned ``python -m <service>`` runs."""
+    args = process.args
+    return str(args[2]) if isinstance(args, list) else str(args)
+
+
 def wait_ready(url: str, processes: list[subprocess.Popen[bytes]], timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for process in processes:
             if process.poll() is not None:
-                raise RuntimeError(f"{process.args[2]} exited with {process.returncode} during start-up")
+                raise RuntimeError(f"{_service(process)} exited with {process.returncode} during start-up")
         try:
             with urllib.request.urlopen(url, timeout=1) as response:
                 if response.status == 200:
@@ -92,7 +98,7 @@ def main() -> int:
                 code = 1
         if redis is not None:
             redis.stop()
-        log.info("stopped: %s", ", ".join(f"{p.args[2]}={p.returncode}" for p in processes))
+        log.info("stopped: %s", ", ".join(f"{_service(p)}={p.returncode}" for p in processes))
     return code
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import socket
 import subprocess
@@ -12,14 +13,16 @@ import time
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 class RedisProcess:
     def __init__(self, port: int | None = None) -> None:
-        self.binary = shutil.which("redis-server")
-        if self.binary is None:
+        binary = shutil.which("redis-server")
+        if binary is None:
             raise RuntimeError("redis-server not found: apt-get install redis-server (make test does it as root)")
+        self.binary = binary
         self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._workdir = tempfile.mkdtemp(prefix="redis-test-")
@@ -52,6 +55,14 @@ class RedisProcess:
             time.sleep(0.02)
         raise RuntimeError(f"redis-server on port {self.port} did not answer within {timeout}s")
 
+    async def start_async(self, timeout: float = 10.0) -> RedisProcess:
+        """``start()`` from async code: in a thread, so the event loop (and every client
+        retrying on it) keeps running while the server comes up."""
+        return await asyncio.to_thread(self.start, timeout)
+
+    async def stop_async(self) -> None:
+        await asyncio.to_thread(self.stop)
+
     def ping(self) -> bool:
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
@@ -69,6 +80,10 @@ class RedisProcess:
     def __enter__(self) -> RedisProcess:
         return self.start()
 
-    def __exit__(self, *exc_info: object) -> None:
+    def close(self) -> None:
+        """Stop the server and remove its working directory."""
         self.stop()
         shutil.rmtree(self._workdir, ignore_errors=True)
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

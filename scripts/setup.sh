@@ -33,8 +33,11 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  log "installing Python dependencies into .venv"
-  .venv/bin/pip install -q -r requirements-dev.txt -e lib/pubsub_rpc
+  log "installing Python dependencies into .venv (from the hashed lock, requirements-dev.txt)"
+  # Exactly the locked files: every hash checked, nothing unlisted pulled in.
+  .venv/bin/pip install -q --require-hashes --no-deps -r requirements-dev.txt
+  # The library itself, editable, on top: its dependencies are already in the lock.
+  .venv/bin/pip install -q --no-deps -e lib/pubsub_rpc
   echo "$want" >"$stamp"
 fi
 

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from playwright.sync_api import ConsoleMessage, Page, expect, sync_playwright
+from playwright.sync_api import ConsoleMessage, Locator, Page, Response, expect, sync_playwright
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 # What this sandbox needs: no sandboxing as root, no GPU, no calls home.
@@ -44,7 +44,12 @@ def demo_page(url: str, width: int = 1280, height: int = 900) -> Iterator[tuple[
             page.on("console", on_console)
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             page.on("requestfailed", lambda request: errors.append(f"request failed: {request.url}"))
-            page.on("response", lambda response: response.status >= 400 and errors.append(f"{response.status} {response.url}"))
+
+            def on_response(response: Response) -> None:
+                if response.status >= 400:
+                    errors.append(f"{response.status} {response.url}")
+
+            page.on("response", on_response)
             page.goto(url)
             expect(page.locator("#conn-state")).to_have_text("open", timeout=15_000)
             yield page, errors
@@ -59,7 +64,7 @@ def call(page: Page, action: str, data: str, timeout: str = "5") -> None:
     page.click("#send")
 
 
-def latest_row(page: Page):  # type: ignore[no-untyped-def]
+def latest_row(page: Page) -> Locator:
     return page.locator("#calls tbody tr").first
 
 
@@ -113,7 +118,7 @@ def check_burst(page: Page, count: int = 1000) -> dict[str, float]:
     return result
 
 
-def check_reconnects(page: Page, restart_gateway: Callable[[], None]) -> None:
+def check_reconnects(page: Page, restart_gateway: Callable[[], object]) -> None:
     restart_gateway()
     expect(page.locator("#conn-state")).to_contain_text("reconnecting", timeout=15_000)
     expect(page.locator("#conn-state")).to_have_text("open", timeout=30_000)
@@ -128,7 +133,7 @@ def check_narrow_layout(url: str) -> None:
         assert errors == []
 
 
-def run_all_flows(url: str, restart_gateway: Callable[[], None], screenshot: str) -> dict[str, float]:
+def run_all_flows(url: str, restart_gateway: Callable[[], object], screenshot: str) -> dict[str, float]:
     with demo_page(url) as (page, errors):
         check_actions_listed(page)
         check_sum_result(page)

@@ -22,7 +22,12 @@ async def cli(settings: Settings, *args: str) -> tuple[int, str, str]:
         stderr=asyncio.subprocess.PIPE,
         env=env,
     )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
+    try:
+        stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
+    finally:
+        if process.returncode is None:  # timed out: never leave the CLI running
+            process.kill()
+            await asyncio.wait_for(process.wait(), 10)
     return process.returncode or 0, stdout.decode(), stderr.decode()
 
 

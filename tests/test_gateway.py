@@ -7,7 +7,6 @@ import base64
 import dataclasses
 import os
 import socket
-import time
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -104,7 +103,9 @@ async def test_health_endpoints(gateway: TestServer, http: aiohttp.ClientSession
         assert response.status == 200 and "Redis RPC round trip" in await response.text()
 
 
-async def test_gateway_started_before_redis_gets_ready_with_it(settings: Settings, http: aiohttp.ClientSession) -> None:
+async def test_gateway_started_before_redis_gets_ready_with_it(
+    settings: Settings, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
     redis = RedisProcess()  # a free port with nothing listening yet
     late = dataclasses.replace(settings, redis_url=redis.url)
     server = TestServer(create_app(late), host="127.0.0.1")
@@ -112,7 +113,15 @@ async def test_gateway_started_before_redis_gets_ready_with_it(settings: Setting
     try:
         async with http.get(server.make_url("/readyz")) as response:
             assert response.status == 503
-        with redis:
+
+        def each_link_failed_twice() -> bool:
+            messages = [r.getMessage() for r in caplog.records if r.name == "pubsub_rpc.link"]
+            return all(sum(m.startswith(f"ws_gateway-{kind}: cannot connect") for m in messages) >= 2 for kind in ("sub", "pub"))
+
+        # Redis starts only after each link has failed and retried: the retry path is tested.
+        await eventually(each_link_failed_twice, what="each gateway link to fail to connect twice")
+        await redis.start_async()
+        try:
 
             async def ready() -> bool:
                 async with http.get(server.make_url("/readyz")) as response:
@@ -123,6 +132,8 @@ async def test_gateway_started_before_redis_gets_ready_with_it(settings: Setting
             register(responder)
             async with responder, connect(http, server.make_url("/ws")) as ws:
                 assert (await ws.call(1, "sum", [2, 3]))["result"] == 5
+        finally:
+            await asyncio.to_thread(redis.close)
     finally:
         await server.close()
 
@@ -147,6 +158,7 @@ def open_stalled_websocket(host: str, port: int) -> socket.socket:
 async def test_a_slow_client_does_not_delay_another(
     gateway: TestServer, http: aiohttp.ClientSession, responder: Responder
 ) -> None:
+    assert gateway.port is not None
     stalled = await asyncio.to_thread(open_stalled_websocket, gateway.host, gateway.port)
     try:
         async with connect(http, gateway.make_url("/ws")) as fast:
@@ -156,10 +168,10 @@ async def test_a_slow_client_does_not_delay_another(
                 await responder.push("bulk", {"n": n, **big})
                 event = await fast.next("event")
                 assert event["data"]["n"] == n
-            started = time.monotonic()
+            # Every event above arrived while the stalled socket held its buffers full, and a
+            # call still gets its answer: no head-of-line blocking (speed is the bench's claim).
             await fast.send({"type": "call", "id": 1, "action": "echo", "data": "quick"})
             assert (await fast.next("result"))["result"] == "quick"
-            assert time.monotonic() - started < 1.0
 
             async def stalled_client_dropped() -> bool:
                 async with http.get(gateway.make_url("/readyz")) as response:

@@ -20,7 +20,12 @@ INTEROP = Path(__file__).resolve().parent.parent / "interop"
 
 async def run(*argv: str, timeout: float = 30) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout)
+    try:
+        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout)
+    finally:
+        if process.returncode is None:  # timed out or cancelled: never leave the peer running
+            process.kill()
+            await asyncio.wait_for(process.wait(), 10)
     return process.returncode or 0, stdout.decode(), stderr.decode()
 
 
@@ -80,7 +85,7 @@ async def php_responder(settings: Settings) -> AsyncIterator[None]:
     )
     yield
     process.kill()
-    await process.wait()
+    await asyncio.wait_for(process.wait(), 10)
 
 
 async def test_our_caller_against_a_seed_style_php_responder(php_responder: None, settings: Settings) -> None:

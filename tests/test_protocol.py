@@ -33,7 +33,7 @@ def test_decode_rejects_what_is_not_an_envelope(raw: bytes, reason: str) -> None
         ({"action": "a", "requestId": "1", "deadline": "soon"}, "deadline"),
     ],
 )
-def test_parse_request_names_the_bad_field(message: dict, reason: str) -> None:
+def test_parse_request_names_the_bad_field(message: dict[str, object], reason: str) -> None:
     with pytest.raises(InvalidRequest, match=reason):
         protocol.parse_request(message)
 

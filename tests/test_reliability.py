@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -36,31 +35,51 @@ async def test_redis_restart_under_running_caller_and_responder(own_redis: Redis
         in_flight = asyncio.create_task(caller.call("slow", {"ms": 3000}, timeout=10))
         await eventually(lambda: caller.pending_count == 1, what="the slow call to be pending")
 
-        own_redis.stop()
-        started = time.monotonic()
+        await own_redis.stop_async()
+        # ConnectionLost (not CallTimeout) is the proof that it failed when the link dropped,
+        # not after its 10 s timeout; how fast is the benchmark's and e2e's business.
         with pytest.raises(ConnectionLost):
-            await in_flight  # fails when the link drops, not after its 10 s timeout
-        assert time.monotonic() - started < 2.0
+            await in_flight
         await eventually(lambda: not caller.ready, what="the caller to notice")
         with pytest.raises(ConnectionLost):
             await caller.call("echo", 2)  # while Redis is down: fail fast, no hang
 
-        own_redis.start()
-        started = time.monotonic()
+        await own_redis.start_async()
         await eventually(lambda: caller.ready and responder.ready, timeout=15, what="both to reconnect and resubscribe")
-        recovery = time.monotonic() - started
         assert await caller.call("echo", 3) == 3
-        assert recovery < 5.0, f"reconnect took {recovery:.2f}s"
 
 
-async def test_caller_started_before_redis_waits_then_connects(own_redis: RedisProcess, own_settings: Settings) -> None:
-    own_redis.stop()
-    caller = Caller(own_settings)
-    starting = asyncio.create_task(caller.start(connect_timeout=15))
-    own_redis.start()
-    await asyncio.wait_for(starting, 15)
-    assert caller.ready
-    await caller.close()
+def failed_connects(caplog: pytest.LogCaptureFixture, link: str) -> int:
+    """How many times the link named ``link`` logged that it could not reach Redis."""
+    return sum(
+        1
+        for record in caplog.records
+        if record.name == "pubsub_rpc.link" and record.getMessage().startswith(f"{link}: cannot connect")
+    )
+
+
+def each_link_failed(caplog: pytest.LogCaptureFixture, name: str, times: int) -> bool:
+    """Both of a Caller's links (``<name>-sub``, ``<name>-pub``) failed ``times`` times."""
+    return all(failed_connects(caplog, f"{name}-{kind}") >= times for kind in ("sub", "pub"))
+
+
+async def test_caller_started_before_redis_retries_then_connects(
+    own_redis: RedisProcess, own_settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    await own_redis.stop_async()
+    caller = Caller(own_settings, name="early-caller")
+    starting = asyncio.create_task(caller.start(connect_timeout=30))
+    try:
+        # Redis comes back only once each link has demonstrably failed and retried, so what
+        # passes below is the retry path, not a first attempt that happened to succeed.
+        await eventually(lambda: each_link_failed(caplog, "early-caller", 2), what="two failed connects per link")
+        assert not starting.done() and not caller.ready
+        await own_redis.start_async()
+        await asyncio.wait_for(starting, 30)
+        assert caller.ready
+    finally:
+        starting.cancel()
+        await caller.close()
 
 
 async def test_overloaded_when_cap_and_backlog_are_full(settings: Settings) -> None:

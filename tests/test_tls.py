@@ -58,7 +58,7 @@ def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, P
             time.sleep(0.05)
     yield port, certs / "ca.crt"
     process.kill()
-    process.wait()
+    process.wait(timeout=10)
 
 
 async def test_round_trip_and_pushes_over_tls(tls_redis: tuple[int, Path], settings: Settings) -> None:

@@ -6,10 +6,10 @@ import asyncio
 import contextlib
 import logging
 
-from pubsub_rpc import Responder, Settings
+from pubsub_rpc import Responder
 from pubsub_rpc.errors import ConnectionLost
 from pubsub_rpc.health import beat
-from pubsub_rpc.lifecycle import configure_logging, run, stop_event_on_signals
+from pubsub_rpc.lifecycle import configure_logging, load_settings, run, stop_event_on_signals
 
 from .actions import main_configs, register
 
@@ -25,7 +25,7 @@ async def push_configs(responder: Responder, interval: float) -> None:
 
 
 async def main() -> None:
-    settings = Settings.from_env(source="laravel", service="laravel_like_responder")
+    settings = load_settings("laravel_like_responder", source="laravel", service="laravel_like_responder")
     configure_logging(settings.log_level, settings.log_format)
     stop = stop_event_on_signals()
     responder = Responder(settings, name="laravel_like_responder")

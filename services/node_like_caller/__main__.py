@@ -12,7 +12,7 @@ import sys
 import orjson
 from pubsub_rpc import Caller, RpcError, Settings
 from pubsub_rpc.health import beat
-from pubsub_rpc.lifecycle import configure_logging, run, stop_event_on_signals
+from pubsub_rpc.lifecycle import configure_logging, load_settings, run, stop_event_on_signals
 
 from .scenario import _short, run_scenario
 
@@ -55,7 +55,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    settings = Settings.from_env(source="nodejs-like", service="node_like_caller")
+    settings = load_settings("node_like_caller", source="nodejs-like", service="node_like_caller")
     if args.command == "call":
         configure_logging("WARNING")
         try:

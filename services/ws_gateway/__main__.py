@@ -6,8 +6,7 @@ import asyncio
 import logging
 
 from aiohttp import web
-from pubsub_rpc import Settings
-from pubsub_rpc.lifecycle import configure_logging
+from pubsub_rpc.lifecycle import configure_logging, load_settings
 
 from .app import create_app
 
@@ -15,7 +14,7 @@ log = logging.getLogger("ws_gateway")
 
 
 def main() -> None:
-    settings = Settings.from_env(source="ws_gateway", service="ws_gateway")
+    settings = load_settings("ws_gateway", source="ws_gateway", service="ws_gateway")
     configure_logging(settings.log_level, settings.log_format)
     try:
         import uvloop

@@ -42,7 +42,8 @@ async def caller_ctx(app: web.Application) -> AsyncIterator[None]:
 
     def fan_out(event: Event) -> None:
         frame = frames.event(event)  # encoded once for every client
-        for client in list(app[CLIENTS]):
+        clients: weakref.WeakSet[WsClient] = app[CLIENTS]
+        for client in list(clients):
             client.send(frame)
 
     caller.add_event_handler(fan_out)
@@ -54,7 +55,8 @@ async def caller_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def close_websockets(app: web.Application) -> None:
-    await asyncio.gather(*(client.shutdown() for client in list(app[CLIENTS])), return_exceptions=True)
+    clients: weakref.WeakSet[WsClient] = app[CLIENTS]
+    await asyncio.gather(*(client.shutdown() for client in list(clients)), return_exceptions=True)
 
 
 def origin_allowed(request: web.Request, allowed: str) -> bool:

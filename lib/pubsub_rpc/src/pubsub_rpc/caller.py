@@ -162,10 +162,10 @@ class Caller:
             if entry is not None:
                 future, action, _ = entry
                 if not future.done():
-                    if receivers == 0:
-                        future.set_exception(NoResponder(f"no responder is subscribed to receive {action!r}"))
-                    else:
+                    if isinstance(receivers, Exception):
                         future.set_exception(receivers)
+                    else:
+                        future.set_exception(NoResponder(f"no responder is subscribed to receive {action!r}"))
 
     def _expire(self, tick: int) -> None:
         self._deadline_timers.pop(tick, None)

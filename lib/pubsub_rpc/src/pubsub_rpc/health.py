@@ -35,7 +35,7 @@ def check(path: str, max_age: float = 10.0) -> bool:
 def check_url(url: str, timeout: float = 2.0) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
-            return response.status == 200
+            return bool(response.status == 200)
     except OSError:  # includes HTTPError for 503
         return False
 

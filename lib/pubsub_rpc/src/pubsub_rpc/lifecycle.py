@@ -1,15 +1,28 @@
-"""Process plumbing every service shares: logging, the event loop, and SIGTERM."""
+"""Process plumbing every service shares: settings, logging, the event loop, and SIGTERM."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from .logs import configure_logging
+from .settings import Settings
 
-__all__ = ["configure_logging", "run", "stop_event_on_signals"]
+
+def load_settings(program: str, **defaults: Any) -> Settings:
+    """``Settings.from_env(**defaults)``, or exit 2 with one line on stderr naming the bad
+    variable and its allowed range: a misconfigured container stops at once, readably."""
+    try:
+        return Settings.from_env(**defaults)
+    except ValueError as exc:  # SettingsError, and a *_FILE that cannot be read
+        sys.stderr.write(f"{program}: configuration error: {exc}\n")
+        raise SystemExit(2) from None
+
+
+__all__ = ["configure_logging", "load_settings", "run", "stop_event_on_signals"]
 
 
 def stop_event_on_signals() -> asyncio.Event:

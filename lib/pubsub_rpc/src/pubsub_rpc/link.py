@@ -90,9 +90,9 @@ class Link:
     async def _run(self) -> None:
         delay = BACKOFF_INITIAL
         while True:
-            connection: AbstractConnection = self._pool.make_connection()
+            connection: AbstractConnection = self._pool.make_connection()  # type: ignore[no-untyped-call]
             try:
-                await connection.connect()
+                await connection.connect()  # type: ignore[no-untyped-call]
             except (OSError, RedisError) as exc:
                 log.warning("%s: cannot connect to Redis (%s); retrying in %.2fs", self.name, exc, delay)
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))
@@ -101,9 +101,9 @@ class Link:
             delay = BACKOFF_INITIAL
             try:
                 # redis-py keeps its StreamWriter private; after the handshake its transport is ours.
-                await self._serve(connection._writer.transport)  # type: ignore[union-attr]
+                await self._serve(connection._writer.transport)  # type: ignore[union-attr,arg-type]
             except (OSError, RedisError, hiredis.ProtocolError, EOFError) as exc:
-                log.warning("%s: connection to Redis lost (%s); reconnecting", self.name, exc or type(exc).__name__)
+                log.warning("%s: connection to Redis lost (%s); reconnecting", self.name, str(exc) or type(exc).__name__)
             finally:
                 self._disconnected()
                 with contextlib.suppress(Exception):

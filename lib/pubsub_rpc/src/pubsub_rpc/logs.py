@@ -49,7 +49,7 @@ def redact(text: str) -> str:
 
 
 class JsonFormatter(logging.Formatter):
-    converter = time.gmtime  # timestamps in UTC, marked Z
+    converter = staticmethod(time.gmtime)  # timestamps in UTC, marked Z
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {

@@ -223,7 +223,7 @@ class Responder:
 
     async def _run_async(self, spec: ActionSpec, request: Request, reply_channel: str) -> None:
         try:
-            result = await spec.handler(request.data)  # type: ignore[misc]
+            result = await spec.handler(request.data)
         except asyncio.CancelledError:
             self._finish(request, reply_channel, None, Unavailable("responder shutting down"))
             raise

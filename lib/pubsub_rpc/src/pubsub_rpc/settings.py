@@ -14,6 +14,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
+from . import settings_checks as check
+from .settings_checks import SettingsError
+
+__all__ = ["ENV", "RULES", "Settings", "SettingsError"]
+
 
 def _bool(value: str) -> bool:
     if value.strip().lower() in {"1", "true", "yes", "on"}:
@@ -72,6 +77,10 @@ class Settings:
     log_level: str = "INFO"
     log_format: str = "text"
 
+    def __post_init__(self) -> None:
+        """Every Settings is valid (``RULES`` below): a bad value fails here, naming the variable."""
+        check.validate(self, RULES, ENV)
+
     @property
     def request_channel(self) -> str:
         return self.channel + self.request_suffix
@@ -108,20 +117,24 @@ class Settings:
         values: dict[str, Any] = dict(defaults)
         for spec in dataclasses.fields(cls):
             name = ENV[spec.name][0]
-            raw = _read(environ, name)
+            try:
+                raw = _read(environ, name)
+            except ValueError as exc:
+                raise SettingsError(str(exc)) from None
             if raw is not None:
                 try:
-                    values[spec.name] = _bool(raw) if spec.type == "bool" else _CAST[spec.type](raw)
-                except ValueError as exc:
-                    shown = "<secret>" if name in SECRET_FILE_VARS else repr(raw)
-                    raise ValueError(f"{name}={shown}: {exc}") from None
-        settings = cls(**values)
-        if "responder_pattern" not in values and settings.request_suffix != "_sender":
-            settings = dataclasses.replace(settings, responder_pattern="*" + settings.request_suffix)
-        return settings
+                    values[spec.name] = _bool(raw) if spec.type == "bool" else _CAST[str(spec.type)](raw)
+                except ValueError:
+                    shown = "<secret>" if not spec.repr else repr(raw)
+                    raise SettingsError(f"{name}={shown}: {_EXPECTED[str(spec.type)]}") from None
+        suffix = values.get("request_suffix", "_sender")
+        if "responder_pattern" not in values and suffix != "_sender":
+            values["responder_pattern"] = "*" + suffix
+        return cls(**values)
 
 
 _CAST = {"str": str, "int": int, "float": float}
+_EXPECTED = {"int": "must be an integer", "float": "must be a number", "bool": "must be true or false (1/0, yes/no, on/off)"}
 
 # Secrets may come from a file instead (Docker secrets): NAME_FILE=/run/secrets/x.
 SECRET_FILE_VARS = frozenset({"REDIS_URL", "REDIS_PASSWORD", "GATEWAY_JWT_SECRET", "GATEWAY_JWT_PUBLIC_KEY"})
@@ -190,4 +203,37 @@ ENV: dict[str, tuple[str, str]] = {
     "gateway_max_frame_bytes": ("GATEWAY_MAX_FRAME_BYTES", "largest WebSocket frame accepted from a client"),
     "log_level": ("LOG_LEVEL", "logging level"),
     "log_format": ("LOG_FORMAT", "`text` (readable) or `json` (one object per line; the images' default)"),
+}
+
+# field -> the rule its value must pass at start-up (pubsub_rpc.settings_checks). A new
+# field with a range gets a line here; the cross-field checks are in settings_checks.
+RULES: dict[str, check.Rule] = {
+    "redis_url": check.url_scheme("redis", "rediss", "unix"),
+    "channel": check.non_empty,
+    "request_suffix": check.non_empty,
+    "responder_pattern": check.non_empty,
+    "service": check.non_empty,
+    "call_timeout": check.seconds(),
+    "max_concurrency": check.integer_at_least(1),
+    "max_backlog": check.integer_at_least(1),
+    "max_backlog_bytes": check.integer_at_least(1),
+    "max_message_bytes": check.integer_at_least(1),
+    "max_channel_bytes": check.integer_at_least(1),
+    "drain_timeout": check.seconds(),
+    "health_check_interval": check.seconds(),
+    "push_interval": check.seconds(zero_means_off=True),
+    "gateway_port": check.port,
+    "gateway_send_buffer": check.integer_at_least(1),
+    "gateway_max_calls_per_client": check.integer_at_least(1),
+    "gateway_max_timeout": check.seconds(),
+    "gateway_demo_token_ttl": check.seconds(),
+    "gateway_auth_timeout": check.seconds(),
+    "gateway_idle_timeout": check.seconds(),
+    "gateway_max_connections": check.integer_at_least(1),
+    "gateway_max_connections_per_ip": check.integer_at_least(1),
+    "gateway_rate_limit": check.seconds(),
+    "gateway_rate_burst": check.integer_at_least(1),
+    "gateway_max_frame_bytes": check.integer_at_least(1),
+    "log_level": check.log_level,
+    "log_format": check.one_of("text", "json"),
 }
