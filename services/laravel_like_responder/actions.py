@@ -4,6 +4,7 @@ copy this file's shape for your own actions."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import platform
 import time
@@ -63,12 +64,17 @@ def register(responder: Responder) -> None:
 
     @responder.action("info", "Responder name, Python version and request counters")
     def info(data: Any) -> dict[str, Any]:
-        stats = responder.stats
+        # Every ResponderStats counter, camelCased (received, replied, errors, dropped, ...).
+        counters = {_camel(name): value for name, value in dataclasses.asdict(responder.stats).items()}
         return {
             "name": responder.name,
             "python": platform.python_version(),
-            "received": stats.received,
-            "errors": stats.errors,
-            "malformed": stats.malformed,
+            **counters,
             "inFlight": responder.in_flight,
+            "backlogBytes": responder.backlog_bytes,
         }
+
+
+def _camel(name: str) -> str:
+    first, *rest = name.split("_")
+    return first + "".join(part.title() for part in rest)

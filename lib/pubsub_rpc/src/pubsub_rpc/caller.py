@@ -6,31 +6,37 @@ calls are in flight (the seed parsed every reply once per pending call).
 
 Replies are asked for on a private channel (``replyTo``) so they do not fan out to every
 caller; the shared channel is subscribed too, for pushes and for seed-era responders that
-always answer there.
+always answer there. The private channel is ``<reply prefix><service>.<32 random hex>``,
+so a Redis ACL can confine each service to its own replies; request ids are 128 random
+bits each, so nobody can guess one to spoof a reply.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import math
+import os
+import secrets
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from . import protocol
-from .errors import CallTimeout, ConnectionLost, NoResponder, RpcError
+from .errors import CallTimeout, ConnectionLost, InvalidRequest, NoResponder, RequestTooLarge, RpcError
 from .link import Publisher, Subscriber
 from .protocol import Event, MalformedMessage
+from .ratelog import RateLimitedLog
 from .settings import Settings
 
 log = logging.getLogger(__name__)
 
 EventHandler = Callable[[Event], None]
 TIMEOUT_RESOLUTION = 0.01  # seconds
+TIMER_SLACK = 0.001  # uvloop runs timers on whole milliseconds, up to 1 ms early: never time out early
+ID_BYTES = 16  # random bytes per request id
+ID_BATCH = 256  # ids drawn from one os.urandom call: a syscall per call would cost more
 
 
 class Caller:
@@ -39,19 +45,27 @@ class Caller:
     def __init__(self, settings: Settings | None = None, *, name: str = "caller") -> None:
         self.settings = settings or Settings()
         self.name = name
-        self.caller_id = uuid.uuid4().hex[:12]
-        self.reply_channel = f"{self.settings.channel}.reply.{self.caller_id}"
-        self._request_channel = self.settings.request_channel
+        self.caller_id = secrets.token_hex(ID_BYTES)
+        self.reply_channel = f"{self.settings.reply_prefix}{self.settings.service}.{self.caller_id}"
+        if self.settings.private_replies and len(self.reply_channel.encode()) > self.settings.max_channel_bytes:
+            raise ValueError(
+                f"reply channel {self.reply_channel!r} is longer than RPC_MAX_CHANNEL_BYTES={self.settings.max_channel_bytes}, "
+                "so responders would refuse it: shorten RPC_SERVICE or RPC_REPLY_NAMESPACE"
+            )
         self._reply_to = self.reply_channel if self.settings.private_replies else None
         self._source = self.settings.source
         self._default_timeout = self.settings.call_timeout
-        self._sequence = itertools.count(1)
+        self._max_message_bytes = self.settings.max_message_bytes
+        self._ids: list[str] = []
+        self._request_channel = self.settings.request_channel
         # requestId -> (future, deadline tick, action, timeout); removed by whichever comes
         # first: the reply, the timeout, "nobody listening", cancellation or a lost connection.
         self._pending: dict[str, tuple[asyncio.Future[Any], int, str, float]] = {}
         self._deadlines: dict[int, set[str]] = {}  # tick -> requestIds due then
         self._deadline_timers: dict[int, asyncio.TimerHandle] = {}
         self._event_handlers: list[EventHandler] = []
+        self._on_close: list[Callable[[], None]] = []  # ends the events() iterators
+        self._closed = False
         channels = [self.settings.channel]
         if self.settings.private_replies:
             channels.append(self.reply_channel)
@@ -60,6 +74,7 @@ class Caller:
         self._publisher = Publisher(url, f"{name}-pub", interval)
         self._subscriber.on_disconnect(self._fail_pending)
         self.malformed = 0
+        self._bad_input = RateLimitedLog(log)  # anyone may publish on the shared channel
 
     async def __aenter__(self) -> Caller:
         await self.start()
@@ -72,6 +87,7 @@ class Caller:
         """Open both connections and wait until the subscriptions are confirmed, so a reply
         can never beat us to the channel. ``None`` waits as long as Redis takes; on a
         timeout the connections are closed again and ConnectionLost is raised."""
+        self._closed = False
         self._subscriber.start()
         self._publisher.start()
         try:
@@ -82,9 +98,12 @@ class Caller:
             raise
 
     async def close(self) -> None:
+        self._closed = True
         await self._subscriber.close()
         await self._publisher.close()
         self._fail_pending()
+        for end in list(self._on_close):
+            end()
 
     @property
     def ready(self) -> bool:
@@ -120,11 +139,18 @@ class Caller:
             raise ConnectionLost(f"{self.name}: not subscribed to the reply channel (Redis down?)")
         timeout = self._default_timeout if timeout is None else timeout
         loop = asyncio.get_running_loop()
-        # Unique without uuid4's cost: this caller's random id plus a counter.
-        request_id = f"{self.caller_id}-{next(self._sequence)}"
-        payload = protocol.encode_request(
-            action, data, request_id, self._source, self._reply_to, int((time.time() + timeout) * 1000)
-        )
+        try:
+            request_id = self._ids.pop()
+        except IndexError:
+            request_id = self._new_ids()
+        try:
+            payload = protocol.encode_request(
+                action, data, request_id, self._source, self._reply_to, int((time.time() + timeout) * 1000)
+            )
+        except TypeError as exc:
+            raise self._unencodable(action, exc) from None
+        if len(payload) > self._max_message_bytes:
+            raise self._too_large(action, payload)
         future: asyncio.Future[Any] = loop.create_future()
         # Published first: if Redis is down this raises before anything is registered.
         self._publisher.publish_request(self._request_channel, payload, self._after_publish, request_id)
@@ -135,10 +161,28 @@ class Caller:
         bucket = self._deadlines.get(tick)
         if bucket is None:
             bucket = self._deadlines[tick] = set()
-            self._deadline_timers[tick] = loop.call_at(tick * TIMEOUT_RESOLUTION, self._expire, tick)
+            self._deadline_timers[tick] = loop.call_at(tick * TIMEOUT_RESOLUTION + TIMER_SLACK, self._expire, tick)
         bucket.add(request_id)
         self._pending[request_id] = (future, tick, action, timeout)
         return request_id, future
+
+    def _new_ids(self) -> str:
+        """Refill the pool of request ids from one os.urandom call; return one of them.
+        Unguessable (128 bits each), so a reply can only settle the call it answers."""
+        hexed = os.urandom(ID_BYTES * ID_BATCH).hex()
+        width = 2 * ID_BYTES
+        self._ids = [hexed[i : i + width] for i in range(0, len(hexed), width)]
+        return self._ids.pop()
+
+    def _unencodable(self, action: str, exc: TypeError) -> InvalidRequest:
+        # orjson: not a JSON type, an int beyond 64 bits, or nested deeper than 255 levels.
+        return InvalidRequest(f"{action!r}: data cannot be sent as JSON: {exc}")
+
+    def _too_large(self, action: str, payload: bytes) -> RequestTooLarge:
+        return RequestTooLarge(
+            f"{action!r}: the request is {len(payload):,} bytes, over the {self._max_message_bytes:,}-byte limit "
+            "(RPC_MAX_MESSAGE_BYTES) that responders enforce"
+        )
 
     def _settle(self, request_id: str) -> tuple[asyncio.Future[Any], str, float] | None:
         """Take a call out of the books (reply, error, cancel): (future, action, timeout)."""
@@ -177,7 +221,12 @@ class Caller:
     async def notify(self, action: str, data: Any = None) -> int:
         """Fire-and-forget (the seed's ``call2``): no requestId, no reply. Returns how many
         subscribers received it; 0 means nobody is listening."""
-        payload = protocol.encode_request(action, data, None, self._source)
+        try:
+            payload = protocol.encode_request(action, data, None, self._source)
+        except TypeError as exc:
+            raise self._unencodable(action, exc) from None
+        if len(payload) > self._max_message_bytes:
+            raise self._too_large(action, payload)
         return await self._publisher.publish(self._request_channel, payload)
 
     # -- events ----------------------------------------------------------------------
@@ -193,24 +242,32 @@ class Caller:
         """``async with caller.events() as events: async for event in events: ...``
 
         Each subscriber has its own bounded queue; when it is full the oldest event is
-        dropped (and logged), so a slow consumer cannot grow memory without bound."""
-        queue: asyncio.Queue[Event] = asyncio.Queue(max_queued)
+        dropped (and logged), so a slow consumer cannot grow memory without bound. The
+        iteration ends when the caller closes (after the events queued before it)."""
+        queue: asyncio.Queue[Event | None] = asyncio.Queue(max_queued)
 
-        def enqueue(event: Event) -> None:
+        def enqueue(event: Event | None) -> None:
             if queue.full():
                 queue.get_nowait()
                 log.warning("%s: event consumer is behind; dropped the oldest event", self.name)
             queue.put_nowait(event)
 
-        async def iterate() -> AsyncIterator[Event]:
-            while True:
-                yield await queue.get()
+        def end() -> None:
+            enqueue(None)
 
+        async def iterate() -> AsyncIterator[Event]:
+            while (event := await queue.get()) is not None:
+                yield event
+
+        if self._closed:
+            end()
         remove = self.add_event_handler(enqueue)
+        self._on_close.append(end)
         try:
             yield iterate()
         finally:
             remove()
+            self._on_close.remove(end)
 
     # -- plumbing --------------------------------------------------------------------
 
@@ -219,12 +276,12 @@ class Caller:
             message = protocol.decode(raw, self.settings.max_message_bytes)
         except MalformedMessage as exc:
             self.malformed += 1
-            log.warning("%s: ignored a malformed message on %s: %s", self.name, channel, exc)
+            self._bad_input.warning("malformed", "%s: ignored a malformed message on %s: %s", self.name, channel, exc)
             return
         request_id = message.get("requestId")
         if request_id is None:
-            if message.get("ok") is not False:
-                self._dispatch_event(Event.from_message(message, channel))
+            # A push, whatever its data says (a push of {"ok": false} is still an event).
+            self._dispatch_event(Event.from_message(message, channel))
             return
         entry = self._settle(request_id) if isinstance(request_id, str) else None
         if entry is None:

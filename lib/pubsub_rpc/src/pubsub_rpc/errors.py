@@ -47,6 +47,13 @@ class ConnectionLost(RpcError, ConnectionError):
     code = "connection_lost"
 
 
+class RequestTooLarge(RpcError, ValueError):
+    """The encoded request exceeds ``max_message_bytes``: responders would drop it unread,
+    so the caller refuses to send it rather than wait for a timeout."""
+
+    code = "request_too_large"
+
+
 # -- carried in error replies ----------------------------------------------------------
 
 
@@ -59,7 +66,8 @@ class UnknownAction(RemoteError):
 
 
 class InvalidRequest(RemoteError):
-    """Raise this from a handler to reject bad input; the caller gets ``invalid_request``."""
+    """Raise this from a handler to reject bad input; the caller gets ``invalid_request``.
+    A caller also raises it locally, without publishing, for data JSON cannot carry."""
 
     code = "invalid_request"
 

@@ -26,10 +26,13 @@ from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.exceptions import RedisError
 
 from .errors import ConnectionLost
+from .ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
+_bad_input_log = RateLimitedLog(log)
 
 READ_SIZE = 1 << 16
+HEADER_CACHE_SIZE = 1024  # channels whose PUBLISH header a publisher keeps ready
 BACKOFF_INITIAL = 0.05
 BACKOFF_MAX = 2.0
 
@@ -210,6 +213,9 @@ class Publisher(Link):
         # One entry per command sent, answered in order: None (nobody waits), a Future for
         # the receiver count, or (callback, argument) called with the count or the error.
         self._waiters: deque[Any] = deque()
+        # channel -> encoded PUBLISH header. Bounded: reply channels come and go with
+        # callers (and attackers can name thousands), so it is emptied when full; the
+        # channels still in use are back in it after their next message.
         self._headers: dict[str, bytes] = {}
 
     def publish(self, channel: str, payload: bytes) -> asyncio.Future[int]:
@@ -244,7 +250,10 @@ class Publisher(Link):
         header = self._headers.get(channel)
         if header is None:
             encoded = channel.encode()
-            header = self._headers[channel] = b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%s\r\n" % (len(encoded), encoded)
+            header = b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%s\r\n" % (len(encoded), encoded)
+            if len(self._headers) >= HEADER_CACHE_SIZE:
+                self._headers.clear()
+            self._headers[channel] = header
         self._waiters.append(future)
         self._write(b"%s$%d\r\n%s\r\n" % (header, len(payload), payload))
 
@@ -284,6 +293,7 @@ class Publisher(Link):
 
 
 MessageHandler = Callable[[str, bytes], None]
+BadChannelHandler = Callable[[bytes, str], None]
 
 
 class Subscriber(Link):
@@ -298,9 +308,15 @@ class Subscriber(Link):
         channels: Iterable[str] = (),
         patterns: Iterable[str] = (),
         health_check_interval: float = 15.0,
+        max_channel_bytes: int = 0,
+        on_bad_channel: BadChannelHandler | None = None,
     ) -> None:
         super().__init__(redis_url, name, health_check_interval)
         self._handler = handler
+        # With a pattern subscription anyone may pick the channel name: names longer than
+        # this (0 = no limit) or not UTF-8 go to ``on_bad_channel(name, reason)`` instead.
+        self._max_channel_bytes = max_channel_bytes or 1 << 62
+        self._on_bad_channel = on_bad_channel
         self._channels = [c.encode() for c in channels]
         self._patterns = [p.encode() for p in patterns]
         self._pending_confirmations = 0
@@ -335,8 +351,22 @@ class Subscriber(Link):
                 self.ready.set()
 
     def _dispatch(self, channel: bytes, data: bytes) -> None:
+        if len(channel) > self._max_channel_bytes:
+            self._bad_channel(channel, f"channel name longer than {self._max_channel_bytes} bytes")
+            return
         try:
-            self._handler(channel.decode(), data)
+            name = channel.decode()
+        except UnicodeDecodeError:
+            self._bad_channel(channel, "channel name is not valid UTF-8")
+            return
+        try:
+            self._handler(name, data)
         except Exception:
             # A handler bug must not take the subscription down with it.
             log.exception("%s: message handler failed", self.name)
+
+    def _bad_channel(self, channel: bytes, reason: str) -> None:
+        if self._on_bad_channel is not None:
+            self._on_bad_channel(channel, reason)
+        else:
+            _bad_input_log.warning("bad-channel", "%s: dropped a message: %s", self.name, reason)

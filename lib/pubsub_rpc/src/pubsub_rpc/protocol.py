@@ -115,9 +115,11 @@ def encode_result(source: str, action: str, request_id: str | None, result: Any,
 
 
 def encode_error(source: str, action: str | None, request_id: Any, error: RpcError) -> bytes:
-    return orjson.dumps(
-        {"source": source, "action": action, "requestId": request_id, "v": VERSION, "ok": False, "error": error.to_wire()}
-    )
+    envelope = {"source": source, "action": action, "requestId": request_id, "v": VERSION, "ok": False}
+    try:
+        return orjson.dumps({**envelope, "error": error.to_wire()})
+    except TypeError:  # details (or a message) JSON cannot carry: the code still goes out
+        return orjson.dumps({**envelope, "error": {"code": str(error.code), "message": str(error.message)}})
 
 
 def encode_push(source: str, action: str, data: Any) -> bytes:

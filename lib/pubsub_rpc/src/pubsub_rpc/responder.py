@@ -10,8 +10,13 @@
 
 Plain functions run inline in the read loop (no task per request: the fast path, so keep
 them short); ``async def`` handlers run as tasks, at most ``max_concurrency`` at once,
-with up to ``max_backlog`` more queued; beyond that the caller gets ``overloaded`` at once.
-Every request with a requestId gets exactly one reply: a result or a named error.
+with up to ``max_backlog`` more queued (and ``max_backlog_bytes`` of raw requests); beyond
+that the caller gets ``overloaded`` at once. An async handler still running at the
+request's deadline is cancelled and its slot freed: the caller has given up, so no reply.
+
+Every request with a requestId gets exactly one reply (a result or a named error), unless
+its reply channel breaks the rules in channels.py: then nothing is published, and the
+request is counted as dropped.
 """
 
 from __future__ import annotations
@@ -19,18 +24,23 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from . import protocol
+from .channels import ChannelRules
 from .errors import ConnectionLost, HandlerError, InvalidRequest, Overloaded, RemoteError, Unavailable, UnknownAction
 from .link import Publisher, Subscriber
 from .protocol import MalformedMessage, Request
+from .ratelog import RateLimitedLog
 from .settings import Settings
 
 log = logging.getLogger(__name__)
+
+MAX_DEADLINE_DELAY = 86_400.0  # seconds; a deadline further off gets no cancel timer
 
 Handler = Callable[[Any], Any] | Callable[[Any], Awaitable[Any]]
 
@@ -45,13 +55,27 @@ class ActionSpec:
 
 @dataclass(slots=True)
 class ResponderStats:
+    """Counters, readable while serving (the sample ``info`` action reports them).
+
+    Every message taken from Redis ends in exactly one outcome, so once nothing is in
+    flight ``received == replied + errors + notifications + expired + dropped``. The other
+    counters say why something was dropped or refused.
+    """
+
     received: int = 0
-    replied: int = 0
-    errors: int = 0
-    malformed: int = 0
-    overloaded: int = 0
-    expired: int = 0
-    notifications: int = 0
+    # outcomes
+    replied: int = 0  # result replies published
+    errors: int = 0  # error replies published (unknown action, invalid request, overloaded, ...)
+    notifications: int = 0  # requests without a requestId, handled; never answered by design
+    expired: int = 0  # deadline passed before the start, or the handler was cancelled at it
+    dropped: int = 0  # neither answered nor run: one of the reasons below (or Redis was down)
+    # reasons
+    malformed: int = 0  # not a request envelope, too large or invalid (answered when it could be)
+    overloaded: int = 0  # answered `overloaded`: every slot taken and the backlog full (count or bytes)
+    bad_channel: int = 0  # request channel name too long or not UTF-8
+    rejected_reply_channel: int = 0  # the reply would have gone where replies may not go
+    rejected_push_channel: int = 0  # a push asked for a channel pushes may not go to (not a message outcome)
+    lost_replies: int = 0  # the reply could not be sent: Redis connection down
 
 
 class Responder:
@@ -60,14 +84,27 @@ class Responder:
         self.name = name
         self.actions: dict[str, ActionSpec] = {}
         self.stats = ResponderStats()
+        self.channels = ChannelRules(self.settings, [self.settings.responder_pattern])
+        self._reply_to_verdicts = self.channels.reply_to_verdicts
         url, interval = self.settings.redis_dsn, self.settings.health_check_interval
         self._subscriber = Subscriber(
-            url, f"{name}-sub", self._on_message, patterns=[self.settings.responder_pattern], health_check_interval=interval
+            url,
+            f"{name}-sub",
+            self._on_message,
+            patterns=self.channels.patterns,
+            health_check_interval=interval,
+            max_channel_bytes=self.settings.max_channel_bytes,
+            on_bad_channel=self._on_bad_channel,
         )
         self._publisher = Publisher(url, f"{name}-pub", interval)
         self._running: set[asyncio.Task[None]] = set()
-        self._backlog: deque[tuple[ActionSpec, Request, str]] = deque()
+        # Cancelled at their deadline but not finished yet: they hold no slot any more.
+        self._abandoned: set[asyncio.Task[None]] = set()
+        self._deadline_timers: dict[asyncio.Task[None], asyncio.TimerHandle] = {}
+        self._backlog: deque[tuple[ActionSpec, Request, str, int]] = deque()
+        self._backlog_bytes = 0
         self._accepting = False
+        self._bad_input = RateLimitedLog(log)
 
     # -- registration ----------------------------------------------------------------
 
@@ -117,14 +154,19 @@ class Responder:
     def in_flight(self) -> int:
         return len(self._running) + len(self._backlog)
 
+    @property
+    def backlog_bytes(self) -> int:
+        return self._backlog_bytes
+
     async def stop(self) -> None:
         """Stop taking requests, give those already taken ``drain_timeout`` seconds to finish
         (their replies are sent), then answer the rest with ``unavailable``."""
         self._accepting = False
         await self._subscriber.close()
-        deadline = asyncio.get_running_loop().time() + self.settings.drain_timeout
-        while self._running and asyncio.get_running_loop().time() < deadline:
-            await asyncio.wait(set(self._running), timeout=deadline - asyncio.get_running_loop().time())
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.drain_timeout
+        while self._running and loop.time() < deadline:
+            await asyncio.wait(set(self._running), timeout=deadline - loop.time())
         leftovers = len(self._running) + len(self._backlog)
         if leftovers:
             log.warning(
@@ -134,88 +176,164 @@ class Responder:
                 self.settings.drain_timeout,
             )
         while self._backlog:
-            spec, request, channel = self._backlog.popleft()
-            self._reply_error(request, channel, Unavailable("responder shutting down"))
-        for task in list(self._running):
+            spec, request, channel, size = self._backlog.popleft()
+            self._backlog_bytes -= size
+            self._finish(request, channel, None, Unavailable("responder shutting down"))
+        for task in self._running | self._abandoned:
             task.cancel()
-        if self._running:
-            await asyncio.wait(set(self._running))
+        if self._running or self._abandoned:
+            await asyncio.wait(self._running | self._abandoned)
         await self._publisher.drain()
         await self._publisher.close()
         log.info("%s: stopped; %s", self.name, self.stats)
 
     # -- pushes ----------------------------------------------------------------------
 
-    async def push(self, action: str, data: Any = None, channel: str | None = None) -> int:
-        """Publish an unsolicited event (``requestId: null``); returns the receiver count."""
+    async def push(self, action: str, data: Any = None, *, channel: str | None = None, user: str | None = None) -> int:
+        """Publish an unsolicited event (``requestId: null``); returns the receiver count.
+
+        It goes to the push channel (``settings.channel``), to ``channel``, or with
+        ``user=sub`` to that user's channel (``user_prefix + sub``), which gateways deliver
+        to that user's sockets only. A channel this responder's own patterns match, an
+        over-long one or an empty ``user`` is refused: nothing is sent, 0 is returned and
+        ``stats.rejected_push_channel`` counts it."""
+        if channel is not None and user is not None:
+            raise ValueError("push goes to a channel or to a user, not both")
+        target = self.channels.push_target(channel, user)
+        if target is None:
+            self.stats.rejected_push_channel += 1
+            self._bad_input.warning(
+                "push-channel", "%s: refused to push %r to %s", self.name, action, _shown(channel if user is None else user)
+            )
+            return 0
         payload = protocol.encode_push(self.settings.source, action, data)
-        return await self._publisher.publish(channel or self.settings.channel, payload)
+        return await self._publisher.publish(target, payload)
 
     # -- requests --------------------------------------------------------------------
 
+    def _on_bad_channel(self, channel: bytes, reason: str) -> None:
+        stats = self.stats
+        stats.received += 1
+        stats.bad_channel += 1
+        stats.dropped += 1
+        self._bad_input.warning("bad-channel", "%s: dropped a request on %s: %s", self.name, _shown(channel), reason)
+
     def _on_message(self, channel: str, raw: bytes) -> None:
-        self.stats.received += 1
+        stats = self.stats
+        stats.received += 1
         try:
             message = protocol.decode(raw, self.settings.max_message_bytes)
         except MalformedMessage as exc:
-            self.stats.malformed += 1
-            log.warning("%s: dropped a malformed message on %s: %s", self.name, channel, exc)
+            stats.malformed += 1
+            stats.dropped += 1
+            self._bad_input.warning("malformed", "%s: dropped a malformed message on %s: %s", self.name, _shown(channel), exc)
             return
         try:
             request = protocol.parse_request(message)
         except InvalidRequest as exc:
-            self.stats.malformed += 1
-            log.warning("%s: invalid request on %s: %s", self.name, channel, exc)
-            request_id = message.get("requestId")
-            if request_id is not None:
-                action = message.get("action") if isinstance(message.get("action"), str) else None
-                reply_to = message.get("replyTo") if isinstance(message.get("replyTo"), str) else None
-                self._send(
-                    reply_to or self._reply_channel(channel), protocol.encode_error(self.settings.source, action, request_id, exc)
-                )
-                self.stats.errors += 1
+            self._on_invalid(channel, message, exc)
             return
+        reply_to = request.reply_to
+        if request.request_id is None:
+            reply_channel = ""  # a notification: nobody waits for a reply
+        elif reply_to is not None and self._reply_to_verdicts.get(reply_to):
+            reply_channel = reply_to  # the hot path: a reply channel already found good
+        else:
+            allowed = self.channels.reply_channel(reply_to, channel)
+            if allowed is None:
+                self._reject_reply_channel(channel, request.request_id, reply_to)
+                return
+            reply_channel = allowed
         if request.expired():
-            self.stats.expired += 1
-            log.info("%s: skipped %r %s: its deadline has passed", self.name, request.action, request.request_id)
+            stats.expired += 1
+            log.debug("%s: skipped %r %s: its deadline has passed", self.name, request.action, request.request_id)
             return
-        reply_channel = request.reply_to or self._reply_channel(channel)
         spec = self.actions.get(request.action)
         if spec is None:
-            self._reply_error(request, reply_channel, UnknownAction(f"unknown action {request.action!r}; try 'actions'"))
-            return
-        if not self._accepting:
-            self._reply_error(request, reply_channel, Unavailable("responder shutting down"))
-            return
-        if not spec.is_async:
+            self._finish(request, reply_channel, None, UnknownAction(f"unknown action {request.action!r}; try 'actions'"))
+        elif not self._accepting:
+            self._finish(request, reply_channel, None, Unavailable("responder shutting down"))
+        elif not spec.is_async:
             self._finish(request, reply_channel, *_run_sync(spec, request))
         elif len(self._running) < self.settings.max_concurrency:
             self._start_task(spec, request, reply_channel)
-        elif len(self._backlog) < self.settings.max_backlog:
-            self._backlog.append((spec, request, reply_channel))
+        elif len(self._backlog) < self.settings.max_backlog and self._backlog_bytes + len(raw) <= self.settings.max_backlog_bytes:
+            self._backlog.append((spec, request, reply_channel, len(raw)))
+            self._backlog_bytes += len(raw)
         else:
-            self.stats.overloaded += 1
-            self._reply_error(
-                request,
-                reply_channel,
-                Overloaded(f"{self.settings.max_concurrency} running and {self.settings.max_backlog} queued"),
+            stats.overloaded += 1
+            limits = (
+                f"{self.settings.max_concurrency} running and {len(self._backlog)} queued "
+                f"({self._backlog_bytes} of {self.settings.max_backlog_bytes} bytes)"
             )
+            self._finish(request, reply_channel, None, Overloaded(limits))
 
-    def _reply_channel(self, request_channel: str) -> str:
-        suffix = self.settings.request_suffix
-        if suffix and request_channel.endswith(suffix):
-            return request_channel[: -len(suffix)]
-        return self.settings.channel
+    def _on_invalid(self, channel: str, message: dict[str, Any], exc: InvalidRequest) -> None:
+        """An envelope with bad fields: answered ``invalid_request`` when it has a string
+        requestId and an allowed reply channel (a caller is waiting), else dropped."""
+        self.stats.malformed += 1
+        request_id = message.get("requestId")
+        reply_to = message.get("replyTo")
+        if not isinstance(request_id, str):
+            self.stats.dropped += 1  # no caller can match a reply to it
+            self._bad_input.warning("invalid", "%s: dropped an invalid request on %s: %s", self.name, _shown(channel), exc)
+            return
+        reply_channel = self.channels.reply_channel(reply_to, channel) if reply_to is None or isinstance(reply_to, str) else None
+        if reply_channel is None:
+            self._reject_reply_channel(channel, request_id, reply_to)
+            return
+        action = message.get("action")
+        shown_id, shown_channel = _shown(request_id), _shown(channel)
+        self._bad_input.warning("invalid", "%s: invalid request %s on %s: %s", self.name, shown_id, shown_channel, exc)
+        self._send_error(action if isinstance(action, str) else None, request_id, reply_channel, exc)
+
+    def _reject_reply_channel(self, channel: str, request_id: str, reply_to: object) -> None:
+        self.stats.rejected_reply_channel += 1
+        self.stats.dropped += 1
+        where = f"replyTo {_shown(reply_to)}" if reply_to is not None else f"the reply channel of {_shown(channel)}"
+        self._bad_input.warning(
+            "reply-channel",
+            "%s: dropped request %s: replies may not go to %s (outside %r, too long, or heard by our own pattern)",
+            self.name,
+            _shown(request_id),
+            where,
+            self.channels.reply_prefix,
+        )
 
     def _start_task(self, spec: ActionSpec, request: Request, reply_channel: str) -> None:
         task = asyncio.create_task(self._run_async(spec, request, reply_channel))
         self._running.add(task)
         task.add_done_callback(self._task_done)
+        if request.deadline_ms is not None:
+            # The caller gives up at its deadline: cancel the handler then and free the slot.
+            delay = request.deadline_ms / 1000 - time.time()
+            if delay < MAX_DEADLINE_DELAY:
+                timer = asyncio.get_running_loop().call_later(max(delay, 0.0), self._deadline_passed, task)
+                self._deadline_timers[task] = timer
+
+    def _deadline_passed(self, task: asyncio.Task[None]) -> None:
+        self._deadline_timers.pop(task, None)
+        if task.done() or task not in self._running:
+            return
+        self.stats.expired += 1
+        self._running.discard(task)
+        self._abandoned.add(task)
+        task.cancel()
+        self._fill_slots()
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._running.discard(task)
+        timer = self._deadline_timers.pop(task, None)
+        if timer is not None:
+            timer.cancel()
+        self._abandoned.discard(task)
+        if task in self._running:
+            self._running.discard(task)
+            self._fill_slots()
+
+    def _fill_slots(self) -> None:
         while self._backlog and len(self._running) < self.settings.max_concurrency:
-            spec, request, reply_channel = self._backlog.popleft()
+            spec, request, reply_channel, size = self._backlog.popleft()
+            self._backlog_bytes -= size
             if request.expired():
                 self.stats.expired += 1
                 continue
@@ -225,44 +343,50 @@ class Responder:
         try:
             result = await spec.handler(request.data)
         except asyncio.CancelledError:
+            if asyncio.current_task() in self._abandoned:
+                return  # cancelled at its deadline: counted as expired, nobody waits for it
             self._finish(request, reply_channel, None, Unavailable("responder shutting down"))
             raise
         except Exception as exc:
-            self._finish(request, reply_channel, None, _as_remote(spec, request, exc))
+            error: RemoteError | None = _as_remote(spec, request, exc)
+            result = None
         else:
-            self._finish(request, reply_channel, result, None)
+            error = None
+        if asyncio.current_task() in self._abandoned:
+            return  # finished after its deadline (it ignored the cancellation): too late
+        self._finish(request, reply_channel, result, error)
 
     def _finish(self, request: Request, reply_channel: str, result: Any, error: RemoteError | None) -> None:
         if request.request_id is None:
             self.stats.notifications += 1  # fire-and-forget: nobody waits for a reply
             if error is not None:
-                log.warning("%s: notification %r failed: %s", self.name, request.action, error)
+                self._bad_input.warning("notification", "%s: notification %r failed: %s", self.name, request.action, error)
             return
-        if error is not None:
-            self._reply_error(request, reply_channel, error)
-            return
-        try:
-            payload = protocol.encode_result(self.settings.source, request.action, request.request_id, result, request.legacy)
-        except TypeError as exc:
-            self._reply_error(
-                request, reply_channel, HandlerError(f"result of {request.action!r} is not JSON-serialisable: {exc}")
-            )
-            return
-        self.stats.replied += 1
-        self._send(reply_channel, payload)
+        if error is None:
+            try:
+                payload = protocol.encode_result(self.settings.source, request.action, request.request_id, result, request.legacy)
+            except TypeError as exc:
+                error = HandlerError(f"result of {request.action!r} is not JSON-serialisable: {exc}")
+            else:
+                if self._publish(reply_channel, payload):
+                    self.stats.replied += 1
+                return
+        self._send_error(request.action, request.request_id, reply_channel, error)
 
-    def _reply_error(self, request: Request, reply_channel: str, error: RemoteError) -> None:
-        self.stats.errors += 1
-        if request.request_id is None:
-            return
-        self._send(reply_channel, protocol.encode_error(self.settings.source, request.action, request.request_id, error))
+    def _send_error(self, action: str | None, request_id: str, reply_channel: str, error: RemoteError) -> None:
+        if self._publish(reply_channel, protocol.encode_error(self.settings.source, action, request_id, error)):
+            self.stats.errors += 1
 
-    def _send(self, channel: str, payload: bytes) -> None:
+    def _publish(self, channel: str, payload: bytes) -> bool:
         try:
             self._publisher.publish_nowait(channel, payload)
         except ConnectionLost:
             # The caller will see ConnectionLost or a timeout; nothing else we can do here.
-            log.warning("%s: reply on %s lost: Redis connection down", self.name, channel)
+            self.stats.lost_replies += 1
+            self.stats.dropped += 1
+            self._bad_input.warning("lost", "%s: reply on %s lost: Redis connection down", self.name, channel)
+            return False
+        return True
 
 
 def _run_sync(spec: ActionSpec, request: Request) -> tuple[Any, RemoteError | None]:
@@ -277,3 +401,9 @@ def _as_remote(spec: ActionSpec, request: Request, exc: Exception) -> RemoteErro
         return exc
     log.exception("%s failed for request %s", spec.name, request.request_id, exc_info=exc)
     return HandlerError(f"{spec.name} failed: {type(exc).__name__}: {exc}")
+
+
+def _shown(value: object, limit: int = 80) -> str:
+    """A value from a request, safe and short enough for a log line."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}...({len(text)} chars)"
