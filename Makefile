@@ -15,7 +15,7 @@ ACTION ?= actions
 DATA ?= null
 PYTEST_ARGS ?=
 
-.PHONY: help setup dev test lint lock lock-upgrade lock-check up down logs ps call e2e check bench bench-quick bootstrap
+.PHONY: help setup dev test lint lock lock-upgrade lock-check up down logs ps call e2e check bench bench-quick bootstrap secrets
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' Makefile | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -56,11 +56,16 @@ lock-check: setup ## fail if requirements*.txt are not what `make lock` would wr
 bootstrap: ## Docker engine and base images (only what is missing)
 	@bash scripts/bootstrap.sh
 
-up: bootstrap ## build and start the stack in Docker, wait until healthy, print the URL
+secrets: ## create the git-ignored .secrets/ (Redis ACL passwords and file, JWT key) where missing
+	@python3 scripts/make_secrets.py
+
+up: bootstrap secrets ## build and start the stack in Docker (demo mode), wait until healthy, print the URL
 	@$(MAKE) --no-print-directory _up
 
+# Demo mode (tokens minted for the page) only here: compose.yaml defaults to off.
+# `GATEWAY_DEMO_MODE=false make up` runs the gateway with .secrets/gateway-jwt.secret alone.
 _up:
-	@$(COMPOSE) up -d --build --remove-orphans
+	@GATEWAY_DEMO_MODE=$(or $(GATEWAY_DEMO_MODE),true) $(COMPOSE) up -d --build --remove-orphans
 	@bash scripts/wait_healthy.sh "$(COMPOSE)" 120
 	@echo
 	@echo "  Demo page:    http://127.0.0.1:$(GATEWAY_PORT)/"
@@ -79,7 +84,7 @@ ps: ## show the containers and their health
 call: ## one call through the caller container: make call ACTION=sum DATA='[1,2]'
 	@$(COMPOSE) exec -T node_like_caller python -m node_like_caller call "$(ACTION)" '$(DATA)'
 
-e2e: setup bootstrap ## end-to-end tests against the real containers (own project, own port)
+e2e: setup bootstrap secrets ## end-to-end tests against the real containers (own project, own port)
 	@.venv/bin/python -m pytest e2e -p no:cacheprovider -o timeout=300 $(PYTEST_ARGS)
 
 check: test e2e ## both suites

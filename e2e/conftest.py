@@ -2,7 +2,9 @@
 
 pytest-docker's defaults assume Compose v2 (`docker compose`, `up --build --wait`,
 tests/docker-compose.yml); these fixtures work with v2 and with docker-compose 1.29.
-The stack runs as its own project on a free port, so it never touches `make up`'s.
+The stack runs as its own project on a free port, so it never touches `make up`'s. It uses
+the checkout's git-ignored .secrets/ (Redis ACL passwords, JWT key), created here if missing,
+as `make up` does.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ from pathlib import Path
 
 import pytest
 
+from scripts.make_secrets import DEFAULT_CHANNEL, JWT_FILE, ensure_secrets
 from scripts.redis_process import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 # E2E_PROJECT lets two checkouts run their suites side by side on one Docker engine.
 PROJECT = os.environ.get("E2E_PROJECT", "pubsub-rpc-e2e")
+SECRETS = ROOT / ".secrets"
 
 
 def _compose_command() -> str:
@@ -56,8 +60,12 @@ def docker_compose_project_name() -> str:
 @pytest.fixture(scope="session")
 def docker_setup() -> list[str]:
     _load_image_overrides()
+    ensure_secrets(SECRETS, os.environ.get("RPC_CHANNEL") or DEFAULT_CHANNEL)  # compose mounts them
     os.environ["GATEWAY_PORT"] = str(free_port())
     os.environ["PUSH_INTERVAL"] = "1"
+    # As `make up` does: the page in Chromium gets its token from /demo/token. Tests that
+    # act as a real app's backend sign their own with Stack.jwt_secret instead.
+    os.environ.setdefault("GATEWAY_DEMO_MODE", "true")
     # `--wait` is v2-only; readiness is awaited below with a deadline instead.
     return ["down -v --remove-orphans", "up --build -d"]
 
@@ -74,6 +82,8 @@ class Stack:
         self._compose = compose.split() + ["-f", str(ROOT / "compose.yaml"), "-p", PROJECT]
         self.gateway = f"http://127.0.0.1:{os.environ['GATEWAY_PORT']}"
         self.ws_url = self.gateway.replace("http", "ws", 1) + "/ws"
+        # The gateway's HS256 key (compose mounts it as GATEWAY_JWT_SECRET_FILE).
+        self.jwt_secret = (SECRETS / JWT_FILE).read_text().strip()
 
     def compose(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run(self._compose + list(args), capture_output=True, text=True, check=check, timeout=timeout)
@@ -106,6 +116,10 @@ class Stack:
             time.sleep(0.25)
         return time.monotonic() - started
 
+    def python(self, service: str, code: str) -> subprocess.CompletedProcess[str]:
+        """Run ``code`` with the service's Python inside its container, on the private network."""
+        return self.compose("exec", "-T", service, "python", "-c", code, check=False)
+
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return self.compose("exec", "-T", "node_like_caller", "python", "-m", "node_like_caller", "call", *args, check=False)
 
@@ -113,7 +127,7 @@ class Stack:
 def gateway_ready(url: str) -> bool:
     try:
         with urllib.request.urlopen(url + "/readyz", timeout=2) as response:
-            return response.status == 200
+            return bool(response.status == 200)
     except OSError:
         return False
 

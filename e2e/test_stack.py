@@ -69,8 +69,10 @@ def test_cli_through_compose_exec(stack: Stack) -> None:
 
 
 SEED_CLIENT = """
-import json, redis
-r = redis.Redis(host="redis")
+import json, os, redis
+# The caller's ACL user may do exactly what the seed's caller does: publish C_sender, read C.
+password = open(os.environ["REDIS_PASSWORD_FILE"]).read().strip()
+r = redis.Redis(host="redis", username=os.environ["REDIS_USERNAME"], password=password)
 p = r.pubsub(ignore_subscribe_messages=True)
 p.subscribe("laravel_database_general")
 p.get_message(timeout=1)
@@ -89,11 +91,59 @@ while True:
 
 def test_seed_wire_format_inside_the_network(stack: Stack) -> None:
     """A raw Redis client in the compose network, speaking exactly what the seed speaks."""
-    result = stack.compose("exec", "-T", "node_like_caller", "python", "-c", SEED_CLIENT, check=False)
+    result = stack.python("node_like_caller", SEED_CLIENT)
     assert result.returncode == 0, result.stderr
     reply = json.loads(result.stdout)
     assert reply["source"] == "laravel" and reply["action"] == "configs"
     assert reply["locale"] == "en"  # merged at the top level, as Laravel's reply is
+
+
+def test_redis_refuses_unauthenticated_clients(stack: Stack) -> None:
+    """The `default` user is off: no password, no Redis, inside the container or across the network."""
+    local = stack.compose("exec", "-T", "redis", "redis-cli", "ping", check=False)
+    assert "NOAUTH" in local.stdout + local.stderr and "PONG" not in local.stdout
+    remote = stack.python(
+        "node_like_caller",
+        "import redis\n"
+        "try:\n    redis.Redis(host='redis', protocol=2, retry=None).ping()\n"
+        "except redis.AuthenticationError as exc:\n    print('refused:', exc)",
+    )
+    assert remote.returncode == 0 and remote.stdout.startswith("refused: Authentication required"), remote
+
+
+AS_THE_CALLER = """
+import os, redis
+password = open(os.environ["REDIS_PASSWORD_FILE"]).read().strip()
+r = redis.Redis(host="redis", username=os.environ["REDIS_USERNAME"], password=password, protocol=2, retry=None)
+def attempt(what, *command):
+    p = r.pubsub()
+    try:
+        getattr(p, what)(*command)
+        print(what, command, p.get_message(timeout=5)["type"])
+    except redis.exceptions.NoPermissionError as exc:
+        print(what, command, "NOPERM")
+    finally:
+        p.close()
+attempt("subscribe", "laravel_database_general")
+attempt("psubscribe", "*")
+attempt("subscribe", "laravel_database_general.reply.ws_gateway.0123abcd")
+try:
+    r.publish("laravel_database_general", "fake push")
+except redis.exceptions.NoPermissionError:
+    print("publish push NOPERM")
+"""
+
+
+def test_the_callers_credential_is_confined_to_its_channels(stack: Stack) -> None:
+    """With the caller's real password, inside the network: its own channels yes, `*` no."""
+    result = stack.python("node_like_caller", AS_THE_CALLER)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "subscribe ('laravel_database_general',) subscribe",
+        "psubscribe ('*',) NOPERM",
+        "subscribe ('laravel_database_general.reply.ws_gateway.0123abcd',) NOPERM",
+        "publish push NOPERM",
+    ]
 
 
 def test_responder_restart_fails_fast_then_recovers(stack: Stack) -> None:

@@ -1,48 +1,226 @@
-"""The least-privilege ACL recipe in docs/operations.md, against a real redis-server."""
+"""The compose stack's Redis ACL (deploy/redis/users.acl.template, rendered by
+scripts/make_secrets.py) against a real redis-server started with that very file: every
+allowance a service needs works, and each refusal that keeps one party out of another's
+channels holds, with real clients."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-import subprocess
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+import redis
+import redis.asyncio as aioredis
 from laravel_like_responder.actions import register
 from pubsub_rpc import Caller, ConnectionLost, Responder, Settings
+from redis.backoff import NoBackoff
+from redis.exceptions import AuthenticationError, NoPermissionError
+from redis.retry import Retry
 
+from scripts.make_secrets import USERS, password_hash, render_acl
 from scripts.redis_process import RedisProcess
 
-RESPONDER_ACL = "on >rpass resetchannels &*_sender &laravel_database_general* -@all +psubscribe +publish +ping +client|setname"
-CALLER_ACL = "on >cpass resetchannels &laravel_database_general* -@all +subscribe +publish +ping +client|setname"
+C = "laravel_database_general"
+PHP = "laravel_database_php"
+PASSWORDS = {user: f"{user}-test-password" for user in USERS}
+# RESP2 and AUTH, as the library connects; no retries (a refusal is the answer).
+CLIENT_OPTIONS: dict[str, Any] = {"protocol": 2, "socket_timeout": 5, "socket_connect_timeout": 5, "retry": Retry(NoBackoff(), 0)}
 
 
-@pytest.fixture
-def acl_redis() -> Iterator[RedisProcess]:
-    with RedisProcess() as server:
-        for user, rules in (("responder", RESPONDER_ACL), ("caller", CALLER_ACL), ("nochannels", "on >npass +@all")):
-            command = ["redis-cli", "-p", str(server.port), "ACL", "SETUSER", user, *rules.split()]
-            assert subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip() == "OK"
+@pytest.fixture(scope="module")
+def acl_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
+    acl_file = tmp_path_factory.mktemp("acl") / "redis-users.acl"
+    acl_file.write_text(render_acl(PASSWORDS, C, PHP))
+    with RedisProcess(extra_args=["--aclfile", str(acl_file)]) as server:
         yield server
 
 
-def as_user(server: RedisProcess, user: str, password: str) -> Settings:
-    return dataclasses.replace(Settings(), redis_url=f"redis://{user}:{password}@127.0.0.1:{server.port}/0", push_interval=0)
+def run(server: RedisProcess, user: str | None, *command: str) -> object:
+    """One command on a fresh real connection as ``user`` (None: unauthenticated)."""
+    password = PASSWORDS[user] if user else None
+    client = redis.Redis(port=server.port, username=user, password=password, **CLIENT_OPTIONS)
+    try:
+        if command[0] not in ("SUBSCRIBE", "PSUBSCRIBE"):
+            return client.execute_command(*command)
+        with client.pubsub() as pubsub:  # a subscription's answer comes as a pub/sub message
+            subscribe = pubsub.subscribe if command[0] == "SUBSCRIBE" else pubsub.psubscribe
+            subscribe(*command[1:])
+            confirmation = pubsub.get_message(timeout=5)  # raises on a refusal
+            assert confirmation is not None and confirmation["type"] == command[0].lower(), confirmation
+            return confirmation
+    finally:
+        client.close()
 
 
-async def test_the_documented_acl_users_can_do_their_jobs(acl_redis: RedisProcess) -> None:
-    responder = Responder(as_user(acl_redis, "responder", "rpass"))
+# What each service does, and each must keep working (reply channels: <C>.reply.<service>.<random>).
+ALLOWED = [
+    ("responder", ("PSUBSCRIBE", f"{C}_sender")),
+    ("responder", ("PUBLISH", C, "push or seed-era reply")),
+    ("responder", ("PUBLISH", f"{C}.reply.node_like_caller.0123abcd", "reply")),
+    ("responder", ("PUBLISH", f"{C}.reply.ws_gateway.0123abcd", "reply")),
+    ("responder", ("PUBLISH", f"{C}.user.alice", "user push")),
+    ("caller", ("SUBSCRIBE", C, f"{C}.reply.node_like_caller.0123abcd")),
+    ("caller", ("PUBLISH", f"{C}_sender", "request")),
+    ("gateway", ("SUBSCRIBE", C, f"{C}.reply.ws_gateway.0123abcd")),
+    ("gateway", ("PSUBSCRIBE", f"{C}.user.*")),
+    ("gateway", ("PUBLISH", f"{C}_sender", "request")),
+    ("seed_caller", ("SUBSCRIBE", C)),
+    ("seed_caller", ("PUBLISH", f"{C}_sender", "request")),
+    ("seed_responder", ("PSUBSCRIBE", f"{PHP}_sender")),
+    ("seed_responder", ("PUBLISH", PHP, "seed reply")),
+    *[(user, ("CLIENT", "SETNAME", f"{user}-sub")) for user in USERS if user != "healthcheck"],
+    *[(user, ("PING",)) for user in USERS],
+]
+
+# Each refusal, with why it matters.
+REFUSED = [
+    ("caller", ("SUBSCRIBE", f"{C}.reply.ws_gateway.0123abcd")),  # another service's replies
+    ("caller", ("SUBSCRIBE", f"{C}.user.alice")),  # a user's private pushes
+    ("caller", ("PSUBSCRIBE", "*")),  # everything
+    ("caller", ("PSUBSCRIBE", f"{C}.reply.*")),  # every reply
+    ("caller", ("SUBSCRIBE", f"{C}_sender")),  # other callers' requests
+    ("caller", ("PUBLISH", C, "fake push")),
+    ("caller", ("PUBLISH", f"{C}.reply.ws_gateway.0123abcd", "fake reply")),
+    ("caller", ("PUBLISH", f"{C}.reply.node_like_caller.0123abcd", "fake reply")),
+    ("caller", ("PUBLISH", f"{C}.user.alice", "fake user push")),
+    ("caller", ("PUBLISH", f"{PHP}_sender", "request to a responder it has no business with")),
+    ("gateway", ("PUBLISH", C, "fake push")),
+    ("gateway", ("PUBLISH", f"{C}.reply.node_like_caller.0123abcd", "fake reply")),
+    ("gateway", ("PUBLISH", f"{C}.user.alice", "fake user push")),
+    ("gateway", ("SUBSCRIBE", f"{C}.reply.node_like_caller.0123abcd")),
+    ("gateway", ("SUBSCRIBE", f"{C}.user.alice")),  # only the one pattern, by PSUBSCRIBE
+    ("gateway", ("PSUBSCRIBE", "*")),
+    ("gateway", ("PSUBSCRIBE", f"{C}.reply.*")),
+    ("responder", ("SUBSCRIBE", f"{C}.reply.node_like_caller.0123abcd")),  # it writes replies, never reads them
+    ("responder", ("PSUBSCRIBE", f"{C}.reply.*")),
+    ("responder", ("PSUBSCRIBE", "*")),
+    ("responder", ("PSUBSCRIBE", "*_sender")),  # the seed's pattern would hear the PHP peer's requests
+    ("responder", ("SUBSCRIBE", C)),
+    ("responder", ("PUBLISH", f"{C}_sender", "a request to itself: the self-feeding storm")),
+    ("responder", ("PUBLISH", f"{PHP}_sender", "request")),
+    ("seed_caller", ("SUBSCRIBE", f"{C}.reply.node_like_caller.0123abcd")),
+    ("seed_caller", ("PSUBSCRIBE", "*")),
+    ("seed_caller", ("PUBLISH", C, "fake push")),
+    ("seed_responder", ("PSUBSCRIBE", "*_sender")),
+    ("seed_responder", ("PSUBSCRIBE", f"{C}_sender")),
+    ("seed_responder", ("PUBLISH", C, "fake push")),
+    ("seed_responder", ("PUBLISH", f"{PHP}_sender", "a request to itself")),
+    ("healthcheck", ("CLIENT", "SETNAME", "x")),
+    ("healthcheck", ("SUBSCRIBE", C)),
+    ("healthcheck", ("PUBLISH", C, "x")),
+]
+
+# Nobody gets introspection, keys, configuration or administration.
+NOBODY = [
+    ("PUBSUB", "CHANNELS"),
+    ("PUBSUB", "NUMSUB", C),
+    ("KEYS", "*"),
+    ("GET", "k"),
+    ("SET", "k", "v"),
+    ("CONFIG", "GET", "*"),
+    ("INFO",),
+    ("MONITOR",),
+    ("CLIENT", "LIST"),
+    ("CLIENT", "KILL", "TYPE", "pubsub"),
+    ("ACL", "LIST"),
+    ("ACL", "WHOAMI"),
+    ("SELECT", "1"),
+    ("FLUSHALL",),
+    ("EVAL", "return 1", "0"),
+    ("SCRIPT", "FLUSH"),
+    ("FUNCTION", "LIST"),
+    ("ACL", "SETUSER", "mallory", "on", ">pw", "+@all", "allchannels"),
+    ("SAVE",),
+    ("REPLICAOF", "NO", "ONE"),
+]
+
+
+@pytest.mark.parametrize(("user", "command"), ALLOWED, ids=lambda x: " ".join(x) if isinstance(x, tuple) else x)
+def test_each_user_may_do_its_job(acl_redis: RedisProcess, user: str, command: tuple[str, ...]) -> None:
+    run(acl_redis, user, *command)  # raises on a refusal
+
+
+@pytest.mark.parametrize(("user", "command"), REFUSED, ids=lambda x: " ".join(x) if isinstance(x, tuple) else x)
+def test_each_user_is_refused_what_is_not_its_job(acl_redis: RedisProcess, user: str, command: tuple[str, ...]) -> None:
+    with pytest.raises(NoPermissionError):
+        run(acl_redis, user, *command)
+
+
+@pytest.mark.parametrize("command", NOBODY, ids=" ".join)
+@pytest.mark.parametrize("user", USERS)
+def test_no_user_may_inspect_or_administer(acl_redis: RedisProcess, user: str, command: tuple[str, ...]) -> None:
+    with pytest.raises(NoPermissionError):
+        run(acl_redis, user, *command)
+
+
+def test_the_default_user_is_off(acl_redis: RedisProcess) -> None:
+    with pytest.raises(AuthenticationError, match="Authentication required"):
+        run(acl_redis, None, "PING")
+    with pytest.raises(AuthenticationError, match="user is disabled"):
+        run(acl_redis, None, "AUTH", "default", "")
+    wrong = redis.Redis(port=acl_redis.port, username="caller", password="not-the-password", **CLIENT_OPTIONS)
+    with pytest.raises(AuthenticationError, match="invalid username-password pair"), wrong:
+        wrong.ping()
+
+
+def test_the_acl_file_holds_hashes_not_passwords() -> None:
+    rendered = render_acl(PASSWORDS, C, PHP)
+    for user, password in PASSWORDS.items():
+        assert password not in rendered
+        assert f"user {user} on #{password_hash(password)} " in rendered
+    assert rendered.splitlines()[0] == "user default off resetchannels -@all"
+    with pytest.raises(ValueError, match="ACL glob"):
+        render_acl(PASSWORDS, "evil * channel", PHP)
+
+
+def as_user(server: RedisProcess, user: str, service: str) -> Settings:
+    return dataclasses.replace(
+        Settings(),
+        redis_url=server.url,
+        redis_username=user,
+        redis_password=PASSWORDS[user],
+        channel=C,
+        responder_pattern=f"{C}_sender",  # as compose sets it: exactly its own request channel
+        service=service,
+        push_interval=0,
+    )
+
+
+@pytest.mark.parametrize(("user", "service"), [("caller", "node_like_caller"), ("gateway", "ws_gateway")])
+async def test_a_round_trip_with_the_real_users(acl_redis: RedisProcess, user: str, service: str) -> None:
+    responder = Responder(as_user(acl_redis, "responder", "laravel_like_responder"))
     register(responder)
-    async with responder, Caller(as_user(acl_redis, "caller", "cpass")) as caller:
-        assert await caller.call("sum", [1, 2]) == 3
+    async with responder, Caller(as_user(acl_redis, user, service), name=service) as caller:
+        assert caller.reply_channel.startswith(f"{C}.reply.{service}.")
+        assert await caller.call("sum", [1, 2], timeout=5) == 3
         async with caller.events() as events:
             await responder.push("configs", {"locale": "en"})
-            assert (await anext(events)).data == {"locale": "en"}
+            async with asyncio.timeout(5):
+                assert (await anext(events)).data == {"locale": "en"}
 
 
-async def test_a_user_without_channel_rights_is_not_ready_instead_of_deaf(acl_redis: RedisProcess) -> None:
-    # Redis 7 users start with no channel rights: the subscription is refused, and the
-    # caller says so at start-up rather than waiting forever for replies.
-    caller = Caller(as_user(acl_redis, "nochannels", "npass"))
+async def test_a_user_push_reaches_the_gateway_user(acl_redis: RedisProcess) -> None:
+    """The per-user push path: the responder publishes on <C>.user.<sub>, the gateway's pattern hears it."""
+    gateway = aioredis.Redis(port=acl_redis.port, username="gateway", password=PASSWORDS["gateway"], protocol=2, socket_timeout=5)
+    responder = Responder(as_user(acl_redis, "responder", "laravel_like_responder"))
+    try:
+        async with gateway.pubsub() as pubsub, responder:
+            await pubsub.psubscribe(f"{C}.user.*")
+            confirmation = await pubsub.get_message(timeout=5)
+            assert confirmation is not None and confirmation["type"] == "psubscribe"
+            assert await responder.push("notice", {"n": 1}, channel=f"{C}.user.alice") == 1
+            message = await pubsub.get_message(timeout=5)
+            assert message is not None and message["channel"] == f"{C}.user.alice".encode()
+    finally:
+        await gateway.aclose()
+
+
+async def test_a_service_with_the_wrong_name_is_not_ready_instead_of_deaf(acl_redis: RedisProcess) -> None:
+    # The caller's credential used under another service name: its reply channel is outside
+    # what the user may read, so the subscription is refused and start-up says so.
+    caller = Caller(as_user(acl_redis, "caller", "ws_gateway"))
     with pytest.raises(ConnectionLost, match="subscription refused"):
-        await caller.start(connect_timeout=1)
+        await caller.start(connect_timeout=2)
     assert not caller.ready  # and start() closed what it had opened

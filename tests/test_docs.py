@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pubsub_rpc.settings import ENV
+from pubsub_rpc.settings import ENV, SECRET_FILE_VARS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -22,4 +22,5 @@ def test_readme_configuration_table_matches_settings() -> None:
 def test_compose_passes_only_real_settings() -> None:
     compose = (ROOT / "compose.yaml").read_text()
     passed = set(re.findall(r"^\s+([A-Z_]+): ", compose, flags=re.MULTILINE)) - {"PYTHON_IMAGE"}
-    assert passed <= {name for name, _ in ENV.values()}, passed
+    real = {name for name, _ in ENV.values()} | {name + "_FILE" for name in SECRET_FILE_VARS}  # Docker secrets
+    assert passed <= real, passed - real
