@@ -52,6 +52,9 @@ class Settings:
     health_check_interval: float = 15.0
     push_interval: float = 10.0
     heartbeat_file: str = ""
+    probe_interval: float = 5.0
+    metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8080
     gateway_send_buffer: int = 1_048_576
@@ -108,6 +111,12 @@ class Settings:
     def user_prefix(self) -> str:
         """Per-user push channels: ``<user_prefix><sub>``, read only by gateways."""
         return self.user_namespace or self.channel + ".user."
+
+    @property
+    def probe_prefix(self) -> str:
+        """Data-path probes: each process publishes to ``<probe_prefix><service>.<random>``,
+        a channel it subscribes itself (``pubsub_rpc.probe``)."""
+        return self.channel + ".probe."
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **defaults: Any) -> Settings:
@@ -176,6 +185,12 @@ ENV: dict[str, tuple[str, str]] = {
     "health_check_interval": ("REDIS_HEALTH_CHECK_INTERVAL", "idle seconds before a PING checks the connection"),
     "push_interval": ("PUSH_INTERVAL", "seconds between the responder's `configs` pushes (0 = off)"),
     "heartbeat_file": ("HEARTBEAT_FILE", "file touched while healthy, for container health checks"),
+    "probe_interval": (
+        "RPC_PROBE_INTERVAL",
+        "seconds within which a self-published probe must come back, else the link is deaf: unready, reconnected",
+    ),
+    "metrics_port": ("METRICS_PORT", "port of the responder's and caller's Prometheus /metrics (0 = off)"),
+    "metrics_host": ("METRICS_HOST", "address /metrics binds"),
     "gateway_host": ("GATEWAY_HOST", "address the gateway binds"),
     "gateway_port": ("GATEWAY_PORT", "port the gateway binds"),
     "gateway_send_buffer": ("GATEWAY_SEND_BUFFER", "bytes a WebSocket may leave unsent before it is dropped as too slow"),
@@ -222,6 +237,9 @@ RULES: dict[str, check.Rule] = {
     "drain_timeout": check.seconds(),
     "health_check_interval": check.seconds(),
     "push_interval": check.seconds(zero_means_off=True),
+    "probe_interval": check.seconds(),
+    "metrics_port": check.port_or_off,
+    "metrics_host": check.non_empty,
     "gateway_port": check.port,
     "gateway_send_buffer": check.integer_at_least(1),
     "gateway_max_calls_per_client": check.integer_at_least(1),
