@@ -24,10 +24,14 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
+from .link import Link
+
 # Seconds. From sub-millisecond local round trips to the gateway's 30 s upper bound.
 BUCKETS: tuple[float, ...] = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 MAX_ACTIONS = 200
+MAX_CODES = 50  # error codes come from replies, so from the network too
 OTHER = "_other"
+READY_HELP = "1 while connected, subscribed and the data-path probe comes back (RPC_PROBE_INTERVAL)"
 
 Source = Callable[[], Iterable[HistogramMetricFamily | CounterMetricFamily | GaugeMetricFamily]]
 
@@ -39,6 +43,7 @@ class LatencyTable:
         # (action, code) -> [count per bucket..., count above the last bucket, sum of seconds]
         self.rows: dict[tuple[str, str], list[float]] = {}
         self._actions: set[str] = set()
+        self._codes: set[str] = set()
 
     def observe(self, action: str, code: str, seconds: float) -> None:
         row = self.rows.get((action, code))
@@ -52,6 +57,10 @@ class LatencyTable:
             if len(self._actions) >= MAX_ACTIONS:
                 action = OTHER
             self._actions.add(action)
+        if code not in self._codes:
+            if len(self._codes) >= MAX_CODES:
+                code = OTHER
+            self._codes.add(code)
         return self.rows.setdefault((action, code), [0.0] * (len(BUCKETS) + 2))
 
     def family(self, name: str, documentation: str) -> HistogramMetricFamily:
@@ -105,10 +114,34 @@ class Exporter(Collector):
             self._sources.append(source)
 
     def collect(self) -> Iterator[HistogramMetricFamily | CounterMetricFamily | GaugeMetricFamily]:
+        """Each family once: parts that export the same name (a Caller's and a Responder's
+        Redis links in one process) have their samples merged under one family."""
         with self._lock:
             sources = list(self._sources)
+        merged: dict[str, HistogramMetricFamily | CounterMetricFamily | GaugeMetricFamily] = {}
         for source in sources:
-            yield from source()
+            for family in source():
+                first = merged.setdefault(family.name, family)
+                if first is not family:
+                    first.samples.extend(family.samples)
+        yield from merged.values()
+
+
+def link_families(links: Iterable[Link]) -> list[CounterMetricFamily | GaugeMetricFamily]:
+    """Redis connections, labelled by link name (``<name>-sub``, ``<name>-pub``)."""
+    up = GaugeMetricFamily("rpc_redis_link_up", "1 while the connection is up (and subscribed)", labels=["link"])
+    reconnects = CounterMetricFamily("rpc_redis_link_reconnects", "Connections made after the first one", labels=["link"])
+    failures = CounterMetricFamily(
+        "rpc_redis_link_liveness_failures",
+        "Connections dropped because they stopped working: no PING answer (ping) or a deaf data path (probe)",
+        labels=["link", "reason"],
+    )
+    for link in links:
+        up.add_metric([link.name], 1.0 if link.ready.is_set() else 0.0)
+        reconnects.add_metric([link.name], link.reconnects)
+        for reason, count in sorted(link.liveness_failures.items()):
+            failures.add_metric([link.name, reason], count)
+    return [up, reconnects, failures]
 
 
 def serve(exporter: Exporter, port: int, host: str = "0.0.0.0") -> tuple[WSGIServer, threading.Thread]:  # noqa: S104
