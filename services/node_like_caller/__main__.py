@@ -13,6 +13,7 @@ import orjson
 from pubsub_rpc import Caller, RpcError, Settings
 from pubsub_rpc.health import beat
 from pubsub_rpc.lifecycle import configure_logging, load_settings, run, stop_event_on_signals
+from pubsub_rpc.metrics import served
 
 from .scenario import _short, run_scenario
 
@@ -21,7 +22,13 @@ log = logging.getLogger("node_like_caller")
 
 async def demo(settings: Settings) -> None:
     stop = stop_event_on_signals()
-    async with Caller(settings, name="node_like_caller") as caller, asyncio.TaskGroup() as tasks:
+    caller = Caller(settings, name="node_like_caller")
+    with served(settings.metrics_port, settings.metrics_host, caller.metric_families):
+        await demo_with(caller, settings, stop)
+
+
+async def demo_with(caller: Caller, settings: Settings, stop: asyncio.Event) -> None:
+    async with caller, asyncio.TaskGroup() as tasks:
         background = [tasks.create_task(run_scenario(caller))]
         if settings.heartbeat_file:
             background.append(tasks.create_task(beat(settings.heartbeat_file, lambda: caller.ready)))

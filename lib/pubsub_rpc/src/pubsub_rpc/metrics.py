@@ -14,6 +14,8 @@ the rest are counted as ``_other``, so a hostile sender cannot grow the series w
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import threading
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
@@ -25,6 +27,8 @@ from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
 from .link import Link
+
+log = logging.getLogger(__name__)
 
 # Seconds. From sub-millisecond local round trips to the gateway's 30 s upper bound.
 BUCKETS: tuple[float, ...] = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -148,6 +152,26 @@ def serve(exporter: Exporter, port: int, host: str = "0.0.0.0") -> tuple[WSGISer
     """prometheus-client's own HTTP server (a daemon thread) on ``host:port``/metrics."""
     server, thread = start_http_server(port, addr=host, registry=exporter.registry)
     return server, thread
+
+
+@contextlib.contextmanager
+def served(port: int, host: str, *sources: Source) -> Iterator[Exporter | None]:
+    """``with served(settings.metrics_port, settings.metrics_host, responder.metric_families):``
+    /metrics for the block's duration; port 0 serves nothing (the library's default)."""
+    if not port:
+        yield None
+        return
+    exporter = Exporter()
+    for source in sources:
+        exporter.add(source)
+    server, thread = serve(exporter, port, host)
+    log.info("metrics on http://%s:%d/metrics", host, port)
+    try:
+        yield exporter
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
 
 
 def sample_value(families: Iterable[HistogramMetricFamily | CounterMetricFamily | GaugeMetricFamily], name: str) -> list[Sample]:
