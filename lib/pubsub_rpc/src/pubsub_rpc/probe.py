@@ -4,10 +4,13 @@ A subscription confirmed once says nothing about now: after a failover, a proxy 
 an ``UNSUBSCRIBE`` nobody meant, a connection can stay up, answer PINGs and hear nothing
 (Centrifugo shipped exactly that bug). So each Caller and Responder subscribes a channel
 of its own, ``<channel>.probe.<service>.<random>``, and its publisher sends a random nonce
-there every ``interval / 4`` seconds. ``ok`` is true while a nonce (or the subscription's
-confirmation) arrived within the last ``interval`` seconds; when none has, the link is
-deaf: readiness turns false, the subscriber's connection is dropped (counted as a liveness
-failure, reason ``probe``) and it reconnects and resubscribes.
+there every ``interval / 4`` seconds. ``ok`` is true while a nonce (or, on a healthy
+link, the subscription's confirmation) arrived within the last ``interval`` seconds; when
+none has, the link is deaf: readiness turns false, the subscriber's connection is dropped
+(counted as a liveness failure, reason ``probe``) and it reconnects and resubscribes. After
+that, only a nonce that comes back makes it ready again: a link deaf for good (an ACL that
+refuses the probe's PUBLISH, a proxy that delivers nothing) stays unready instead of
+flapping ready for an interval after every reconnect.
 
 The clock only runs while both connections are up: a publisher that is down cannot send
 nonces, and its own readiness already says so.
@@ -43,6 +46,8 @@ class Probe:
         self._publisher = publisher
         self._nonces: deque[bytes] = deque(maxlen=NONCES_KEPT)
         self.last_seen = -float("inf")  # time.monotonic() of the last nonce back (or subscription)
+        self._since = -float("inf")  # ...or of the last (re)subscription or publisher outage
+        self.deaf = False  # since the last drop for deafness, until a nonce comes back
         self.sent = 0
         self.received = 0
         self._task: asyncio.Task[None] | None = None
@@ -52,7 +57,7 @@ class Probe:
 
     @property
     def ok(self) -> bool:
-        return time.monotonic() - self.last_seen <= self.interval
+        return not self.deaf and time.monotonic() - self.last_seen <= self.interval
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"probe:{self.channel}")
@@ -66,12 +71,15 @@ class Probe:
             self._task = None
 
     def _on_subscribed(self) -> None:
-        self.last_seen = time.monotonic()
+        self._since = time.monotonic()
+        if not self.deaf:
+            self.last_seen = self._since
 
     def _on_nonce(self, nonce: bytes) -> None:
         if nonce in self._nonces:  # only ours: anything else on the channel proves nothing
             self.received += 1
-            self.last_seen = time.monotonic()
+            self.last_seen = self._since = time.monotonic()
+            self.deaf = False
 
     async def _run(self) -> None:
         tick = self.interval / TICKS_PER_INTERVAL
@@ -86,9 +94,10 @@ class Probe:
             return  # reconnecting: it resubscribes, and that resets the clock
         now = time.monotonic()
         if not publisher.ready.is_set():
-            self.last_seen = now  # nobody can send a nonce: stop the clock
+            self._since = now  # nobody can send a nonce: stop the clock
             return
-        if now - self.last_seen > self.interval:
+        if now - max(self.last_seen, self._since) > self.interval:
+            self.deaf = True
             log.warning(
                 "%s: deaf: no probe came back on %s within %gs; dropping the connection to resubscribe",
                 subscriber.name,
