@@ -397,7 +397,7 @@ class Caller:
         families += [
             gauge("rpc_client_calls_in_flight", "Calls sent and not settled yet", len(self._pending)),
             counter("rpc_client_malformed_messages", "Unreadable messages on the reply and push channels", self.malformed),
-            gauge("rpc_ready", READY_HELP, {self.name: float(self.ready)}, "name"),
+            gauge("rpc_ready", READY_HELP, {self.name: float(self.ready)}, "component"),
             *link_families([self._subscriber, self._publisher]),
         ]
         return families

@@ -545,7 +545,7 @@ class Responder:
             ),
             counter("rpc_server_pushes", "Pushes published", stats.pushes),
             counter("rpc_server_pushes_refused", "Pushes refused: the channel was not allowed", stats.rejected_push_channel),
-            gauge("rpc_ready", READY_HELP, {self.name: float(self.ready)}, "name"),
+            gauge("rpc_ready", READY_HELP, {self.name: float(self.ready)}, "component"),
             *link_families([self._subscriber, self._publisher]),
         ]
         return families
