@@ -50,10 +50,17 @@ class Caller:
     """Use as ``async with Caller(settings) as caller:``; connections live inside the block."""
 
     def __init__(
-        self, settings: Settings | None = None, *, name: str = "caller", metrics: bool = True, tracing: bool | None = None
+        self,
+        settings: Settings | None = None,
+        *,
+        name: str = "caller",
+        metrics: bool = True,
+        tracing: bool | None = None,
+        tracer_provider: Any = None,
     ) -> None:
         """``metrics=False`` skips the per-call latency count (for the bench's baseline);
-        ``tracing`` (default: whether OpenTelemetry's API is installed) creates spans."""
+        ``tracing`` (default: whether OpenTelemetry's API is installed) creates spans,
+        from ``tracer_provider`` (default: OpenTelemetry's global one)."""
         self.settings = settings or Settings()
         self.name = name
         self.caller_id = secrets.token_hex(ID_BYTES)
@@ -94,6 +101,7 @@ class Caller:
         # Hot-path metrics: plain numbers, turned into Prometheus families when scraped.
         self.latency: LatencyTable | None = LatencyTable() if metrics else None
         self._tracing = traces.enabled() if tracing is None else tracing and traces.enabled()
+        self._tracer = traces.tracer(tracer_provider) if self._tracing else None
         self._spans: dict[str, Any] = {}  # requestId -> its CLIENT span, while tracing
 
     async def __aenter__(self) -> Caller:
@@ -179,7 +187,7 @@ class Caller:
             request_id = self._new_ids()
         span = None
         if self._tracing:
-            span, headers = traces.client_span(action, self._request_channel, request_id, headers)
+            span, headers = traces.client_span(self._tracer, action, self._request_channel, request_id, headers)
         try:
             payload = protocol.encode_request(
                 action, data, request_id, self._source, self._reply_to, int((time.time() + timeout) * 1000), headers

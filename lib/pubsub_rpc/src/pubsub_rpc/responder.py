@@ -108,10 +108,17 @@ OUTCOMES = ("replied", "errors", "notifications", "expired", "dropped")
 
 class Responder:
     def __init__(
-        self, settings: Settings | None = None, *, name: str = "responder", metrics: bool = True, tracing: bool | None = None
+        self,
+        settings: Settings | None = None,
+        *,
+        name: str = "responder",
+        metrics: bool = True,
+        tracing: bool | None = None,
+        tracer_provider: Any = None,
     ) -> None:
         """``metrics=False`` skips the per-request latency count (the bench's baseline);
-        ``tracing`` (default: whether OpenTelemetry's API is installed) creates spans."""
+        ``tracing`` (default: whether OpenTelemetry's API is installed) creates spans,
+        from ``tracer_provider`` (default: OpenTelemetry's global one)."""
         self.settings = settings or Settings()
         self.name = name
         self.actions: dict[str, ActionSpec] = {}
@@ -134,6 +141,7 @@ class Responder:
         self.probe = Probe(self._subscriber, self._publisher, probe, self.settings.probe_interval)
         self.latency: LatencyTable | None = LatencyTable() if metrics else None
         self._tracing = traces.enabled() if tracing is None else tracing and traces.enabled()
+        self._tracer = traces.tracer(tracer_provider) if self._tracing else None
         self._debug = False  # a DEBUG line per request: decided once, at start()
         self._running: set[asyncio.Task[None]] = set()
         # Cancelled at their deadline but not finished yet: they hold no slot any more.
@@ -296,7 +304,7 @@ class Responder:
                 log.debug("%s: skipped: its deadline has passed", self.name, extra=_fields(request, "expired"))
             return
         if self._tracing:
-            request.span = traces.server_span(request.action, channel, request.request_id, request.headers)
+            request.span = traces.server_span(self._tracer, request.action, channel, request.request_id, request.headers)
         spec = self.actions.get(request.action)
         if spec is None:
             self._finish(request, reply_channel, None, UnknownAction(f"unknown action {request.action!r}; try 'actions'"))

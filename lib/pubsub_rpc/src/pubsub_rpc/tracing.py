@@ -30,6 +30,11 @@ def enabled() -> bool:
     return trace is not None
 
 
+def tracer(provider: Any = None) -> Any:
+    """The tracer spans come from: ``provider``'s (a TracerProvider), else the global one."""
+    return trace.get_tracer(__name__, tracer_provider=provider)
+
+
 def traceparent(headers: dict[str, Any] | None) -> str | None:
     """The ``traceparent`` of a request's headers, if it is a sane string (for log lines)."""
     if not headers:
@@ -54,10 +59,12 @@ def _str_headers(headers: dict[str, Any] | None) -> dict[str, str]:
     return {k: v for k, v in (headers or {}).items() if isinstance(v, str)}
 
 
-def client_span(action: str, channel: str, request_id: str, headers: dict[str, Any] | None) -> tuple[Span, dict[str, Any]]:
+def client_span(
+    tracer: Any, action: str, channel: str, request_id: str, headers: dict[str, Any] | None
+) -> tuple[Span, dict[str, Any]]:
     """Start the caller's span; returns it and the headers to send (with its context)."""
     parent = propagate.extract(_str_headers(headers)) if headers and "traceparent" in headers else None
-    span = trace.get_tracer(__name__).start_span(
+    span: Span = tracer.start_span(
         f"{RPC_SYSTEM}/{action}", context=parent, kind=SpanKind.CLIENT, attributes=_attributes(action, channel, request_id)
     )
     out: dict[str, Any] = dict(headers or {})
@@ -65,12 +72,13 @@ def client_span(action: str, channel: str, request_id: str, headers: dict[str, A
     return span, out
 
 
-def server_span(action: str, channel: str, request_id: str | None, headers: dict[str, Any] | None) -> Span:
+def server_span(tracer: Any, action: str, channel: str, request_id: str | None, headers: dict[str, Any] | None) -> Span:
     """Start the responder's span under the context the request carries."""
     parent = propagate.extract(_str_headers(headers))
-    return trace.get_tracer(__name__).start_span(
+    span: Span = tracer.start_span(
         f"{RPC_SYSTEM}/{action}", context=parent, kind=SpanKind.SERVER, attributes=_attributes(action, channel, request_id)
     )
+    return span
 
 
 def activate(span: Span) -> object:
