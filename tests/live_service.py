@@ -63,7 +63,8 @@ def live_responder(redis_url: str, tmp_path: Path, **env: str) -> Iterator[LiveR
     }
     log = tmp_path / f"responder-{channel}.log"
     with log.open("wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "laravel_like_responder"], env=environ, cwd=ROOT, stdout=out, stderr=out)
+        argv = [sys.executable, "-m", "laravel_like_responder"]
+        process = subprocess.Popen(argv, env=environ, cwd=ROOT, stdout=out, stderr=out)
     try:
         yield LiveResponder(process, settings, log, f"http://127.0.0.1:{port}/metrics")
     finally:

@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 import redis.asyncio as aioredis
-from pubsub_rpc import CallTimeout, Caller, HandlerError, InvalidRequest, NoResponder, UnknownAction
+from pubsub_rpc import Caller, CallTimeout, HandlerError, InvalidRequest, NoResponder, UnknownAction
 from pubsub_rpc.metrics import served
 
 from scripts.redis_process import RedisProcess, free_port
