@@ -102,3 +102,6 @@ async def test_our_caller_against_a_seed_style_php_responder(php_responder: None
         # The PHP responder ignores replyTo and answers on the shared channel, merged.
         assert await caller.call("configs") == {"appName": "php responder", "locale": "fa", "currency": "IRR"}
         assert await caller.call("sum", [1, 2, 3]) == {"total": 6}
+        # A seed-era peer ignores the envelope's trace-context headers.
+        traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        assert await caller.call("sum", [1, 2], headers={"traceparent": traceparent, "tracestate": "a=b"}) == {"total": 3}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import subprocess
@@ -11,6 +12,8 @@ from pathlib import Path
 import orjson
 import pytest
 import redis as redis_sync
+from laravel_like_responder.actions import register
+from pubsub_rpc import Caller, CallTimeout, NoResponder, Responder, Settings
 from pubsub_rpc.logs import JsonFormatter, TextFormatter, call_fields, redact
 
 from scripts.redis_process import RedisProcess
@@ -80,3 +83,22 @@ def test_a_service_started_with_log_format_json_writes_only_json_lines() -> None
     assert all({"ts", "level", "logger", "msg"} <= line.keys() for line in parsed)
     assert any(b"subscribed" in line for line in lines), "it never connected with the password"
     assert not any(b"the-real-one" in line for line in lines)
+
+
+async def test_a_callers_timeout_and_no_responder_lines_carry_the_call_fields(
+    caplog: pytest.LogCaptureFixture, settings: Settings
+) -> None:
+    responder = Responder(settings, name="logs-responder")
+    register(responder)
+    caplog.set_level(logging.INFO)
+    async with responder, Caller(settings, name="logs-caller") as caller:
+        with pytest.raises(CallTimeout):
+            await caller.call("slow", {"ms": 2000}, timeout=0.1)
+    async with Caller(dataclasses.replace(settings, channel=settings.channel + "_nobody"), name="lonely") as lonely:
+        with pytest.raises(NoResponder):
+            await lonely.call("sum", [1])
+    by_code = {record.__dict__.get("code"): record for record in caplog.records if record.__dict__.get("requestId")}
+    timeout, nobody = by_code["timeout"], by_code["no_responder"]
+    assert (timeout.__dict__["action"], timeout.__dict__["caller"]) == ("slow", settings.source)
+    assert timeout.__dict__["durationMs"] >= 100 and len(timeout.__dict__["requestId"]) == 32
+    assert nobody.__dict__["action"] == "sum" and nobody.levelno == logging.WARNING

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-from pubsub_rpc.metrics import MAX_ACTIONS, OTHER, Exporter, LatencyTable
+from pubsub_rpc.metrics import MAX_ACTIONS, MAX_CODES, OTHER, Exporter, LatencyTable
 
 
 def scrape(table: LatencyTable) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -45,3 +45,15 @@ def test_hostile_action_names_cannot_grow_the_series_past_the_bound() -> None:
     counts = scrape(table)
     other = counts[("rpc_server_call_duration_seconds_count", (("code", "unknown_action"), ("rpc_method", OTHER)))]
     assert other == MAX_ACTIONS * 4
+
+
+def test_the_success_shortcut_and_codes_stay_bounded_too() -> None:
+    table = LatencyTable()
+    for n in range(MAX_ACTIONS * 3):
+        table.row(f"action-{n}", "ok")
+    assert len(table.ok) == MAX_ACTIONS  # the inline lookup never holds the overflow names
+    table = LatencyTable()
+    for n in range(MAX_CODES * 3):
+        table.observe("sum", f"code-{n}", 0.001)
+    assert len({code for _, code in table.rows}) <= MAX_CODES + 1
+    assert ("sum", OTHER) in table.rows
