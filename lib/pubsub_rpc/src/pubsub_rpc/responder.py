@@ -574,8 +574,8 @@ class Responder:
 def _fields(request: Request, code: str) -> dict[str, Any]:
     """The log fields of one request (``logs.call_fields``), for lines about it."""
     return call_fields(
-        request.request_id,
-        request.action,
+        _bounded(request.request_id),
+        _bounded(request.action),
         _bounded(request.source),
         code,
         (perf_counter() - request.received) * 1000 if request.received else None,
@@ -583,8 +583,9 @@ def _fields(request: Request, code: str) -> dict[str, Any]:
     )
 
 
-def _bounded(value: object, limit: int = 200) -> str | None:
-    """A string field from a request, cut to ``limit`` characters for a log line."""
+def _bounded(value: object, limit: int = 100) -> str | None:
+    """A string field from a request (anyone's choice, up to RPC_MAX_MESSAGE_BYTES long),
+    cut to ``limit`` characters for a log line."""
     if not isinstance(value, str):
         return None
     return value if len(value) <= limit else value[:limit] + "..."
