@@ -376,7 +376,7 @@ class Caller:
             ok_rows = self._ok_rows
             if ok_rows is not None:
                 row = ok_rows.get(entry[1]) or self.latency.row(entry[1], "ok")  # type: ignore[union-attr]
-                seconds = perf_counter() - entry[3]
+                seconds = self._subscriber.read_at - entry[3]  # when the reply's read arrived
                 row[bisect_left(BUCKETS, seconds)] += 1
                 row[-1] += seconds
             if self._spans:

@@ -19,6 +19,7 @@ import logging
 import random
 from collections import deque
 from collections.abc import Callable, Iterable
+from time import perf_counter
 from typing import Any
 
 import hiredis
@@ -63,6 +64,9 @@ class Link:
         self._task: asyncio.Task[None] | None = None
         self._disconnect_callbacks: list[Callable[[], None]] = []
         self._got_data = False  # since the watchdog last looked
+        # perf_counter() when the current read arrived: one clock read per socket read, shared
+        # by every message in it (the metrics' timestamps).
+        self.read_at = 0.0
         # Plain ints for the metrics (pubsub_rpc.metrics reads them at scrape time).
         self.connects = 0
         self.liveness_failures: dict[str, int] = {"ping": 0, "probe": 0}
@@ -200,6 +204,7 @@ class _LinkProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         link = self._link
         link._got_data = True
+        link.read_at = perf_counter()
         try:
             self._parser.feed(data)
             reply = self._parser.gets()

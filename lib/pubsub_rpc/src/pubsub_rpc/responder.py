@@ -273,7 +273,7 @@ class Responder:
         self._bad_input.warning("bad-channel", "%s: dropped a request on %s: %s", self.name, _shown(channel), reason)
 
     def _on_message(self, channel: str, raw: bytes) -> None:
-        received = perf_counter()
+        received = self._subscriber.read_at
         stats = self.stats
         stats.received += 1
         try:
