@@ -11,7 +11,8 @@ from pathlib import Path
 import orjson
 import pytest
 import redis.asyncio as aioredis
-from pubsub_rpc import Caller, CallTimeout, HandlerError, InvalidRequest, NoResponder, UnknownAction
+from laravel_like_responder.actions import register
+from pubsub_rpc import Caller, CallTimeout, HandlerError, InvalidRequest, NoResponder, Responder, Settings, UnknownAction
 from pubsub_rpc.metrics import served
 
 from scripts.redis_process import RedisProcess, free_port
@@ -166,3 +167,20 @@ async def test_metrics_after_a_known_sequence_of_calls(redis_server: RedisProces
     assert count(client, "rpc_client_calls_in_flight") == 0
     assert count(client, "rpc_ready", component="metrics-caller") == 1
     assert count(client, "rpc_redis_link_up", link="metrics-caller-sub") == 1
+
+
+async def test_successes_within_one_read_are_binned_per_action(settings: Settings) -> None:
+    """Replies of sync handlers are binned once per read: mixed actions in one read still
+    land in their own rows, each counted exactly once."""
+    responder = Responder(settings, name="batch-responder")
+    register(responder)
+    async with responder, Caller(settings, name="batch-caller") as caller:
+        calls = [caller.call("sum", [n]) if n % 3 else caller.call("echo", n) for n in range(300)]
+        await asyncio.gather(*calls)
+        await asyncio.gather(*(caller.call("slow", {"ms": 1}) for _ in range(20)))  # async: per message
+    assert responder.latency is not None and caller.latency is not None
+    server = {key: sum(row[:-1]) for key, row in responder.latency.rows.items()}
+    assert server == {("sum", "ok"): 200, ("echo", "ok"): 100, ("slow", "ok"): 20}
+    client = {key: sum(row[:-1]) for key, row in caller.latency.rows.items()}
+    assert client == server
+    assert all(row[-1] > 0 for row in responder.latency.rows.values())

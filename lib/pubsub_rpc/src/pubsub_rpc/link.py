@@ -67,6 +67,9 @@ class Link:
         # perf_counter() when the current read arrived: one clock read per socket read, shared
         # by every message in it (the metrics' timestamps).
         self.read_at = 0.0
+        self.reading = False  # True while the messages of one read are being handled
+        # Called after each read's messages (the responder bins that read's latencies at once).
+        self.on_read_end: Callable[[], None] | None = None
         # Plain ints for the metrics (pubsub_rpc.metrics reads them at scrape time).
         self.connects = 0
         self.liveness_failures: dict[str, int] = {"ping": 0, "probe": 0}
@@ -205,6 +208,7 @@ class _LinkProtocol(asyncio.Protocol):
         link = self._link
         link._got_data = True
         link.read_at = perf_counter()
+        link.reading = True
         try:
             self._parser.feed(data)
             reply = self._parser.gets()
@@ -213,6 +217,10 @@ class _LinkProtocol(asyncio.Protocol):
                 reply = self._parser.gets()
         except hiredis.ProtocolError as exc:
             self._close(exc)
+        finally:
+            link.reading = False
+        if link.on_read_end is not None:
+            link.on_read_end()
 
     def eof_received(self) -> bool:
         self._close(EOFError("closed by the server"))
