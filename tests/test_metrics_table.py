@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import random
+
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-from pubsub_rpc.metrics import MAX_ACTIONS, MAX_CODES, OTHER, Exporter, LatencyTable
+from pubsub_rpc.metrics import BUCKETS, MAX_ACTIONS, MAX_CODES, OTHER, Exporter, LatencyTable
 
 
 def scrape(table: LatencyTable) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -57,3 +59,24 @@ def test_the_success_shortcut_and_codes_stay_bounded_too() -> None:
         table.observe("sum", f"code-{n}", 0.001)
     assert len({code for _, code in table.rows}) <= MAX_CODES + 1
     assert ("sum", OTHER) in table.rows
+
+
+def test_a_batch_ending_together_is_binned_as_one_observation_each() -> None:
+    rng = random.Random(4)
+    for _ in range(200):
+        end = 1000.0 + rng.random()
+        durations = [
+            rng.choice([rng.uniform(0, 0.002), rng.uniform(0, 40), rng.uniform(0, 0.05)]) for _ in range(rng.randint(1, 40))
+        ]
+        one_by_one, batched = LatencyTable(), LatencyTable()
+        for seconds in durations:
+            one_by_one.observe("echo", "ok", seconds)
+        batched.add_ended("echo", [end - seconds for seconds in durations], end)
+        expected, got = one_by_one.rows[("echo", "ok")], batched.rows[("echo", "ok")]
+        assert got[:-1] == expected[:-1] or _edge(durations), (durations, got, expected)
+        assert abs(got[-1] - expected[-1]) < 1e-6
+
+
+def _edge(durations: list[float]) -> bool:
+    """A duration on a bucket bound may round either way once subtracted from ``end``."""
+    return any(abs(seconds - bound) < 1e-9 for seconds in durations for bound in BUCKETS)

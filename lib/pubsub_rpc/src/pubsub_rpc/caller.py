@@ -20,7 +20,6 @@ import math
 import os
 import secrets
 import time
-from bisect import bisect_left
 from collections.abc import AsyncIterator, Callable
 from time import perf_counter
 from typing import Any
@@ -32,7 +31,7 @@ from . import tracing as traces
 from .errors import CallTimeout, ConnectionLost, InvalidRequest, NoResponder, RequestTooLarge, RpcError
 from .link import Publisher, Subscriber
 from .logs import call_fields
-from .metrics import BUCKETS, READY_HELP, LatencyTable, counter, gauge, link_families
+from .metrics import READY_HELP, LatencyTable, counter, gauge, link_families
 from .probe import Probe, probe_channel
 from .protocol import Event, MalformedMessage
 from .ratelog import RateLimitedLog
@@ -101,7 +100,11 @@ class Caller:
         self._bad_input = RateLimitedLog(log)  # anyone may publish on the shared channel
         # Hot-path metrics: plain numbers, turned into Prometheus families when scraped.
         self.latency: LatencyTable | None = LatencyTable() if metrics else None
-        self._ok_rows = self.latency.ok if self.latency is not None else None
+        # Successes in the current socket read, by action: their start times. They all end
+        # when the read arrived, so they are binned together at its end (_count_read).
+        self._read_starts: dict[str, list[float]] | None = {} if self.latency is not None else None
+        if self.latency is not None:
+            self._subscriber.on_read_end = self._count_read
         self._tracing = traces.enabled() if tracing is None else tracing and traces.enabled()
         self._tracer = traces.tracer(tracer_provider) if self._tracing else None
         self._spans: dict[str, Any] = {}  # requestId -> its CLIENT span, while tracing
@@ -256,6 +259,15 @@ class Caller:
                 self._deadline_timers.pop(tick).cancel()
         return future, action, timeout, started
 
+    def _count_read(self) -> None:
+        read_starts = self._read_starts
+        if read_starts:
+            end, latency = self._subscriber.read_at, self.latency
+            assert latency is not None
+            for action, starts in read_starts.items():
+                latency.add_ended(action, starts, end)
+            read_starts.clear()
+
     def _done(self, request_id: str, action: str, code: str, started: float) -> None:
         """A call ended with ``code`` (``ok`` or its error's): count it, end its span."""
         latency = self.latency
@@ -373,12 +385,12 @@ class Caller:
                 future.set_exception(exc)
         else:
             # A success, the busiest path: counted inline (see metrics.LatencyTable).
-            ok_rows = self._ok_rows
-            if ok_rows is not None:
-                row = ok_rows.get(entry[1]) or self.latency.row(entry[1], "ok")  # type: ignore[union-attr]
-                seconds = self._subscriber.read_at - entry[3]  # when the reply's read arrived
-                row[bisect_left(BUCKETS, seconds)] += 1
-                row[-1] += seconds
+            read_starts = self._read_starts
+            if read_starts is not None:
+                starts = read_starts.get(entry[1])
+                if starts is None:
+                    starts = read_starts[entry[1]] = []
+                starts.append(entry[3])
             if self._spans:
                 span = self._spans.pop(request_id, None)
                 if span is not None:
