@@ -22,6 +22,8 @@ from redis.retry import Retry
 from scripts.make_secrets import USERS, password_hash, render_acl
 from scripts.redis_process import RedisProcess
 
+from .conftest import eventually
+
 C = "laravel_database_general"
 PHP = "laravel_database_php"
 PASSWORDS = {user: f"{user}-test-password" for user in USERS}
@@ -54,6 +56,9 @@ def run(server: RedisProcess, user: str | None, *command: str) -> object:
         client.close()
 
 
+# The users whose services run the library, each with its data-path probe channels.
+PROBERS = [("responder", "laravel_like_responder"), ("caller", "node_like_caller"), ("gateway", "ws_gateway")]
+
 # What each service does, and each must keep working (reply channels: <C>.reply.<service>.<random>).
 ALLOWED = [
     ("responder", ("PSUBSCRIBE", f"{C}_sender")),
@@ -69,6 +74,11 @@ ALLOWED = [
     ("gateway", ("SUBSCRIBE", C, f"{C}.reply.ws_gateway.0123abcd")),
     ("gateway", ("PSUBSCRIBE", f"{C}.user.*")),
     ("gateway", ("PUBLISH", f"{C}_sender", "request")),
+    *[
+        (user, (command, f"{C}.probe.{service}.0123abcd", *(["nonce"] if command == "PUBLISH" else [])))
+        for user, service in PROBERS
+        for command in ("SUBSCRIBE", "PUBLISH")
+    ],
     ("seed_caller", ("SUBSCRIBE", C)),
     ("seed_caller", ("PUBLISH", f"{C}_sender", "request")),
     ("seed_responder", ("PSUBSCRIBE", f"{PHP}_sender")),
@@ -82,6 +92,16 @@ ALLOWED = [
 
 # Each refusal, with why it matters.
 REFUSED = [
+    # Another service's probe channel (its readiness could be faked), or a probe pattern.
+    *[
+        (user, (command, f"{C}.probe.{other}.0123abcd", *(["nonce"] if command == "PUBLISH" else [])))
+        for user, _ in PROBERS
+        for _, other in PROBERS
+        if other != dict(PROBERS)[user]
+        for command in ("SUBSCRIBE", "PUBLISH")
+    ],
+    *[(user, ("PSUBSCRIBE", f"{C}.probe.*")) for user, _ in PROBERS],
+    ("seed_caller", ("SUBSCRIBE", f"{C}.probe.node_like_caller.0123abcd")),
     ("caller", ("SUBSCRIBE", f"{C}.reply.ws_gateway.0123abcd")),  # another service's replies
     ("caller", ("SUBSCRIBE", f"{C}.user.alice")),  # a user's private pushes
     ("caller", ("PSUBSCRIBE", "*")),  # everything
@@ -190,6 +210,7 @@ def as_user(server: RedisProcess, user: str, service: str) -> Settings:
         responder_pattern=f"{C}_sender",  # as compose sets it: exactly its own request channel
         service=service,
         push_interval=0,
+        probe_interval=0.2,
     )
 
 
@@ -204,6 +225,10 @@ async def test_a_round_trip_with_the_real_users(acl_redis: RedisProcess, user: s
             await responder.push("configs", {"locale": "en"})
             async with asyncio.timeout(5):
                 assert (await anext(events)).data == {"locale": "en"}
+        # Both data-path probes go round under these users' rights: ready for several intervals.
+        await eventually(lambda: caller.probe.received >= 3 and responder.probe.received >= 3, 10, "probes back")
+        assert caller.ready and responder.ready
+        assert caller._subscriber.liveness_failures["probe"] == 0 == responder._subscriber.liveness_failures["probe"]
 
 
 async def test_a_user_push_reaches_the_gateway_user(acl_redis: RedisProcess) -> None:

@@ -51,7 +51,13 @@ BAD: list[tuple[dict[str, str], str, str]] = [
     ({"GATEWAY_RATE_LIMIT": "0"}, "GATEWAY_RATE_LIMIT=0.0", "> 0"),
     ({"GATEWAY_RATE_BURST": "0"}, "GATEWAY_RATE_BURST=0", "integer >= 1"),
     ({"GATEWAY_MAX_FRAME_BYTES": "0"}, "GATEWAY_MAX_FRAME_BYTES=0", "integer >= 1"),
+    ({"RPC_PROBE_INTERVAL": "0"}, "RPC_PROBE_INTERVAL=0.0", "seconds > 0"),
+    ({"METRICS_PORT": "-1"}, "METRICS_PORT=-1", "1..65535, or 0 (off)"),
+    ({"METRICS_PORT": "65536"}, "METRICS_PORT=65536", "1..65535, or 0 (off)"),
+    ({"METRICS_HOST": ""}, "METRICS_HOST=''", "must not be empty"),
+    ({"RPC_RESPONDER_PATTERN": "*.probe.*"}, "RPC_RESPONDER_PATTERN='*.probe.*'", "a probe channel"),
     ({"LOG_LEVEL": "loud"}, "LOG_LEVEL='loud'", "one of DEBUG, INFO, WARNING, ERROR, CRITICAL"),
+    ({"LOG_FORMAT": "xml"}, "LOG_FORMAT='xml'", "one of text, json"),
     # The responder's pattern must never hear what it publishes itself.
     ({"RPC_REQUEST_SUFFIX": ""}, "RPC_RESPONDER_PATTERN='*'", "push channel"),
     ({"RPC_RESPONDER_PATTERN": "laravel_*"}, "RPC_RESPONDER_PATTERN='laravel_*'", "push channel"),

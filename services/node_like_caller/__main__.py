@@ -15,6 +15,7 @@ import orjson
 from pubsub_rpc import Caller, RpcError, Settings
 from pubsub_rpc.health import beat
 from pubsub_rpc.lifecycle import configure_logging, load_settings, run, stop_event_on_signals
+from pubsub_rpc.metrics import served
 
 from .scenario import _short, call_peer_forever, run_scenario
 
@@ -23,8 +24,14 @@ log = logging.getLogger("node_like_caller")
 
 async def demo(settings: Settings) -> None:
     stop = stop_event_on_signals()
+    caller = Caller(settings, name="node_like_caller")
+    with served(settings.metrics_port, settings.metrics_host, caller.metric_families):
+        await demo_with(caller, settings, stop)
+
+
+async def demo_with(caller: Caller, settings: Settings, stop: asyncio.Event) -> None:
     async with contextlib.AsyncExitStack() as stack:
-        caller = await stack.enter_async_context(Caller(settings, name="node_like_caller"))
+        await stack.enter_async_context(caller)
         peer = None
         if settings.peer_channel:  # the `peers` profile: a PHP responder on its own base channel
             peer_settings = dataclasses.replace(settings, channel=settings.peer_channel)
@@ -74,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.stderr.write(f"error: DATA is not valid JSON: {exc}\n")
             return 2
         return run(lambda: one_call(settings, args.action, data, args.timeout))
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     return run(lambda: demo(settings))
 
 

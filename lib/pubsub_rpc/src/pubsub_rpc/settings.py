@@ -54,6 +54,9 @@ class Settings:
     peer_channel: str = ""
     peer_interval: float = 5.0
     heartbeat_file: str = ""
+    probe_interval: float = 5.0
+    metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8080
     gateway_send_buffer: int = 1_048_576
@@ -77,6 +80,7 @@ class Settings:
     gateway_rate_burst: int = 1_000
     gateway_max_frame_bytes: int = 65_536
     log_level: str = "INFO"
+    log_format: str = "text"
 
     def __post_init__(self) -> None:
         """Every Settings is valid (``RULES`` below): a bad value fails here, naming the variable."""
@@ -109,6 +113,12 @@ class Settings:
     def user_prefix(self) -> str:
         """Per-user push channels: ``<user_prefix><sub>``, read only by gateways."""
         return self.user_namespace or self.channel + ".user."
+
+    @property
+    def probe_prefix(self) -> str:
+        """Data-path probes: each process publishes to ``<probe_prefix><service>.<random>``,
+        a channel it subscribes itself (``pubsub_rpc.probe``)."""
+        return self.channel + ".probe."
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **defaults: Any) -> Settings:
@@ -179,6 +189,12 @@ ENV: dict[str, tuple[str, str]] = {
     "peer_channel": ("RPC_PEER_CHANNEL", "node_like_caller also calls a seed-protocol peer on this base channel (empty = off)"),
     "peer_interval": ("RPC_PEER_INTERVAL", "seconds between those calls"),
     "heartbeat_file": ("HEARTBEAT_FILE", "file touched while healthy, for container health checks"),
+    "probe_interval": (
+        "RPC_PROBE_INTERVAL",
+        "seconds within which a self-published probe must come back, else the link is deaf: unready, reconnected",
+    ),
+    "metrics_port": ("METRICS_PORT", "port of the responder's and caller's Prometheus /metrics (0 = off)"),
+    "metrics_host": ("METRICS_HOST", "address /metrics binds"),
     "gateway_host": ("GATEWAY_HOST", "address the gateway binds"),
     "gateway_port": ("GATEWAY_PORT", "port the gateway binds"),
     "gateway_send_buffer": ("GATEWAY_SEND_BUFFER", "bytes a WebSocket may leave unsent before it is dropped as too slow"),
@@ -205,6 +221,7 @@ ENV: dict[str, tuple[str, str]] = {
     "gateway_rate_burst": ("GATEWAY_RATE_BURST", "calls one WebSocket may make at once above the rate"),
     "gateway_max_frame_bytes": ("GATEWAY_MAX_FRAME_BYTES", "largest WebSocket frame accepted from a client"),
     "log_level": ("LOG_LEVEL", "logging level"),
+    "log_format": ("LOG_FORMAT", "`text` (readable) or `json` (one object per line; the images' default)"),
 }
 
 # field -> the rule its value must pass at start-up (pubsub_rpc.settings_checks). A new
@@ -225,6 +242,9 @@ RULES: dict[str, check.Rule] = {
     "health_check_interval": check.seconds(),
     "push_interval": check.seconds(zero_means_off=True),
     "peer_interval": check.seconds(),
+    "probe_interval": check.seconds(),
+    "metrics_port": check.port_or_off,
+    "metrics_host": check.non_empty,
     "gateway_port": check.port,
     "gateway_send_buffer": check.integer_at_least(1),
     "gateway_max_calls_per_client": check.integer_at_least(1),
@@ -238,4 +258,5 @@ RULES: dict[str, check.Rule] = {
     "gateway_rate_burst": check.integer_at_least(1),
     "gateway_max_frame_bytes": check.integer_at_least(1),
     "log_level": check.log_level,
+    "log_format": check.one_of("text", "json"),
 }
