@@ -107,6 +107,7 @@ def _cross_field_problems(settings: Settings, env: dict[str, tuple[str, str]]) -
         reply: "a reply channel",
         settings.reply_prefix + "x": "a reply channel",
         settings.user_prefix + "x": "a per-user push channel",
+        settings.presence_channel: "the presence channel",
     }
     problems = []
     for sample, what in samples.items():
