@@ -40,6 +40,10 @@ class LiveFeed:
         self._sent_version = -1
         self._task: asyncio.Task[None] | None = None
 
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
     def presence_frame(self) -> bytes:
         return encode({"type": "presence", "services": self.board.services()})
 
