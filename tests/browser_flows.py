@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from playwright.sync_api import ConsoleMessage, Locator, Page, Response, expect, sync_playwright
 
@@ -140,7 +141,7 @@ def check_services_panel(page: Page) -> None:
     expect(services.locator("li[data-kind='gateway'][data-service='ws_gateway']").first).to_be_visible(timeout=15_000)
 
 
-def rate_chart(page: Page) -> dict[str, object]:
+def rate_chart(page: Page) -> dict[str, Any]:
     return dict(
         page.evaluate(
             """() => { const c = document.getElementById('chart-rate');
@@ -159,17 +160,20 @@ def check_live_charts_move_during_a_burst(page: Page, count: int = 1000) -> dict
     page.evaluate(
         """() => { window.rateSeen = []; const c = document.getElementById('chart-rate');
                    new MutationObserver(() => window.rateSeen.push({total: Number(c.dataset.total),
-                       running: document.getElementById('burst').disabled})).observe(c, {attributes: true, attributeFilter: ['data-t']}); }"""
+                       running: document.getElementById('burst').disabled}))
+                     .observe(c, {attributes: true, attributeFilter: ['data-t']}); }"""
     )
     burst = check_burst(page, count)
     page.wait_for_function(
-        "(n) => Number(document.getElementById('chart-rate').dataset.total) >= n", arg=int(before["total"]) + count, timeout=10_000  # type: ignore[call-overload]
+        "(n) => Number(document.getElementById('chart-rate').dataset.total) >= n",
+        arg=int(before["total"]) + count,
+        timeout=10_000,
     )
     after = rate_chart(page)
-    assert after["t"] > before["t"] and after["points"] != before["points"]  # type: ignore[operator]
-    assert max(after["points"]) > 0 and after["pixels"] != before["pixels"]  # type: ignore[call-overload]
+    assert after["t"] > before["t"] and after["points"] != before["points"]
+    assert max(after["points"]) > 0 and after["pixels"] != before["pixels"]
     seen = page.evaluate("window.rateSeen")
-    assert any(frame["total"] > before["total"] for frame in seen), seen  # type: ignore[operator]
+    assert any(frame["total"] > before["total"] for frame in seen), seen
     histogram = page.locator("#chart-histogram")
     expect(histogram).to_have_attribute("data-count", str(count))
     assert sum(json.loads(histogram.get_attribute("data-bins") or "[]")) == count

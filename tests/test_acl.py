@@ -245,7 +245,10 @@ async def test_heartbeats_of_the_real_users_reach_the_gateway_user(acl_redis: Re
             confirmation = await pubsub.get_message(timeout=5)
             assert confirmation is not None and confirmation["type"] == "subscribe"
             async with asyncio.TaskGroup() as beacons:
-                tasks = [beacons.create_task(beacon_for(caller, "caller").run()), beacons.create_task(beacon_for(responder, "responder").run())]
+                tasks = [
+                    beacons.create_task(beacon_for(caller, "caller").run()),
+                    beacons.create_task(beacon_for(responder, "responder").run()),
+                ]
                 heard: dict[str, Any] = {}
                 async with asyncio.timeout(10):
                     while len(heard) < 2:

@@ -11,11 +11,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
 from laravel_like_responder.actions import register
 from pubsub_rpc import Caller, Responder, Settings
 from pubsub_rpc.presence import beacon_for
-
 from ws_gateway.app import GATEWAY
 
 from .conftest import eventually
@@ -36,7 +34,9 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-async def next_matching(ws: FrameClient, frame_type: str, check: Callable[[dict[str, Any]], bool], timeout: float = 10.0) -> dict[str, Any]:
+async def next_matching(
+    ws: FrameClient, frame_type: str, check: Callable[[dict[str, Any]], bool], timeout: float = 10.0
+) -> dict[str, Any]:
     """The first frame of ``frame_type`` for which ``check`` holds (bounded)."""
     async with asyncio.timeout(timeout):
         while True:
@@ -49,7 +49,9 @@ def by_kind(frame: dict[str, Any], kind: str) -> list[dict[str, Any]]:
     return [service for service in frame["services"] if service["kind"] == kind]
 
 
-async def test_stats_count_the_calls_and_report_p50_and_p99(live_settings: Settings, responder: Responder, http: aiohttp.ClientSession) -> None:
+async def test_stats_count_the_calls_and_report_p50_and_p99(
+    live_settings: Settings, responder: Responder, http: aiohttp.ClientSession
+) -> None:
     async with running_gateway(live_settings) as gateway, connect(http, gateway.make_url("/ws"), TOKEN) as ws:
         await ws.send({"type": "watch", "stats": True})
         first = await ws.next("stats")  # at once, before the next tick
@@ -150,7 +152,9 @@ async def test_services_appear_with_their_actions_and_disappear(live_settings: S
             assert by_kind(frame, "caller")
             # One that goes silent (its connection gone, so no goodbye) turns stale, then disappears.
             await caller.close()
-            frame = await next_matching(ws, "presence", lambda f: [s["state"] for s in by_kind(f, "caller")] == ["stale"], timeout=5)
+            frame = await next_matching(
+                ws, "presence", lambda f: [s["state"] for s in by_kind(f, "caller")] == ["stale"], timeout=5
+            )
             assert by_kind(frame, "caller")[0]["ready"] is False
             await next_matching(ws, "presence", lambda f: not by_kind(f, "caller"), timeout=5)
             caller_beacon.cancel()
@@ -163,7 +167,12 @@ async def test_forged_heartbeats_are_counted_and_dropped(
         await ws.send({"type": "watch", "presence": True})
         await ws.next("presence")
         channel = live_settings.presence_channel
-        bad = [b"not json", b"[]", b'{"kind": "admin", "service": "x", "instance": "1"}', b'{"kind": "caller", "service": "", "instance": "1"}']
+        bad = [
+            b"not json",
+            b"[]",
+            b'{"kind": "admin", "service": "x", "instance": "1"}',
+            b'{"kind": "caller", "service": "", "instance": "1"}',
+        ]
         bad.append(b'{"kind": "caller", "service": "x", "instance": "1", "actions": "all"}')
         bad.append(b'{"kind": "caller", "service": "x", "instance": "1", "interval": 0}')
         bad.append(b"{" + b'"a": 1,' * 5000 + b'"b": 2}')

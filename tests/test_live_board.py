@@ -95,7 +95,11 @@ def test_order_readiness_and_leaving() -> None:
     board.heard(beat("ws_gateway", kind="gateway", actions=[]))
     board.heard(beat("node_like_caller", kind="caller", actions=[], ready=False))
     board.heard(beat("laravel_like_responder"))
-    assert [(s["kind"], s["state"]) for s in board.services()] == [("responder", "ready"), ("caller", "not ready"), ("gateway", "ready")]
+    assert [(s["kind"], s["state"]) for s in board.services()] == [
+        ("responder", "ready"),
+        ("caller", "not ready"),
+        ("gateway", "ready"),
+    ]
     board.heard(beat("laravel_like_responder", ready=False, leaving=True))
     assert [s["kind"] for s in board.services()] == ["caller", "gateway"]
 

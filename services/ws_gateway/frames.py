@@ -78,7 +78,10 @@ def parse(text: str | bytes, max_timeout: float) -> CallFrame | AuthFrame | Watc
     frame_id = _echoable_id(frame.get("id"))
     if kind != "call":
         shown = kind if isinstance(kind, str) and len(kind) <= 40 else type(kind).__name__
-        raise BadFrame(f'unknown frame type {shown!r}; send {{"type": "call", ...}}, {{"type": "auth", ...}} or {{"type": "watch", ...}}', frame_id)
+        raise BadFrame(
+            f'unknown frame type {shown!r}; send {{"type": "call", ...}}, {{"type": "auth", ...}} or {{"type": "watch", ...}}',
+            frame_id,
+        )
     if frame_id is None:
         raise BadFrame(f"a call needs an `id` (string of at most {MAX_ID_CHARS} characters, or integer) chosen by the client")
     action = frame.get("action")

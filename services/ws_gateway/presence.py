@@ -87,7 +87,9 @@ def parse(raw: bytes, now: float) -> tuple[Entry, bool]:
     interval = body.get("interval", 2.0)
     if isinstance(interval, bool) or not isinstance(interval, int | float) or not 0.1 <= interval <= 60:
         raise BadHeartbeat("`interval` must be 0.1..60 seconds")
-    entry = Entry(_name(body, "service"), str(kind), _name(body, "instance"), names, body.get("ready") is True, float(interval), now)
+    entry = Entry(
+        _name(body, "service"), str(kind), _name(body, "instance"), names, body.get("ready") is True, float(interval), now
+    )
     return entry, body.get("leaving") is True
 
 

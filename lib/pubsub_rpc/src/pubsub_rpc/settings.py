@@ -188,7 +188,7 @@ ENV: dict[str, tuple[str, str]] = {
     "heartbeat_file": ("HEARTBEAT_FILE", "file touched while healthy, for container health checks"),
     "presence_interval": (
         "RPC_PRESENCE_INTERVAL",
-        "seconds between a service's presence heartbeats on <channel>.presence (0 = off); gateways show it 3 missed later as gone",
+        "seconds between a service's presence heartbeats on <channel>.presence (0 = off); gone after 3 missed",
     ),
     "gateway_host": ("GATEWAY_HOST", "address the gateway binds"),
     "gateway_port": ("GATEWAY_PORT", "port the gateway binds"),
