@@ -48,7 +48,7 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     gateway.presence.subscriber.start()
     caller.add_event_handler(gateway.fan_out)
     describe = asyncio.create_task(fetch_descriptions(gateway), name="fetch-descriptions")
-    beacon = asyncio.create_task(beacon_for(caller, "gateway").run(), name="presence-beacon")
+    beacon = asyncio.create_task(beacon_for(caller, "gateway", ready=lambda: gateway.ready).run(), name="presence-beacon")
     yield
     await gateway.live.close()
     for task in (beacon, describe, start):

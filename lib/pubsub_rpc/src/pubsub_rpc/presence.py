@@ -80,6 +80,7 @@ class Beacon:
         self.instance = secrets.token_hex(4)  # random: hostnames and pids stay private
         self.interval = interval
         self.sent = 0
+        self.skipped = 0  # beats due while the connection was down
         self._publisher = publisher
         self._ready = ready
         self._actions = actions
@@ -94,7 +95,9 @@ class Beacon:
             return
         try:
             while True:
-                if self._publisher.ready.is_set():
+                if not self._publisher.ready.is_set():
+                    self.skipped += 1
+                else:
                     try:
                         await self._publisher.publish(self.channel, self._beat())
                         self.sent += 1
@@ -108,8 +111,11 @@ class Beacon:
                     self._publisher.publish_nowait(self.channel, self._beat(leaving=True))
 
 
-def beacon_for(runner: Caller | Responder, kind: Kind, *, service: str | None = None) -> Beacon:
+def beacon_for(
+    runner: Caller | Responder, kind: Kind, *, service: str | None = None, ready: Callable[[], bool] | None = None
+) -> Beacon:
     """A Beacon on ``runner``'s own publisher connection; a responder lists its actions.
+    ``ready`` defaults to the runner's own readiness (a gateway passes its wider one).
 
     Uses the runner's private publisher in this one place: the Caller and Responder keep
     their links private, and presence must not cost a connection of its own.
@@ -125,7 +131,7 @@ def beacon_for(runner: Caller | Responder, kind: Kind, *, service: str | None = 
         settings.presence_channel,
         service=service or settings.service,
         kind=kind,
-        ready=lambda: runner.ready,
+        ready=ready or (lambda: runner.ready),
         actions=actions,
         interval=settings.presence_interval,
     )
