@@ -7,7 +7,8 @@ browser tokens cannot be verified (no secret or key outside demo mode).
 
 Modules, one job each: guards (Host, Origin, subprotocol), auth (tokens), limits (slots,
 rate, counters), session (one WebSocket), users (per-user pushes), clients (writing
-frames), frames (the JSON frames).
+frames), frames (the JSON frames), and for the page's live view: livestats (the last
+minute of calls), presence (the services alive) and live (the feed to watching sockets).
 """
 
 from __future__ import annotations
