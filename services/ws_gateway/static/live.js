@@ -23,11 +23,11 @@ function prepare(canvas) {
   return { ctx, width, height };
 }
 
-// A "nice" upper bound for an axis: 1, 2 or 5 times a power of ten, at least `value`.
+// A round upper bound for an axis, at least `value` and at most 25 % above it.
 function niceMax(value) {
   if (!(value > 0)) return 1;
   const power = 10 ** Math.floor(Math.log10(value));
-  for (const step of [1, 2, 5, 10]) if (step * power >= value) return step * power;
+  for (const step of [1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10]) if (step * power >= value) return step * power;
   return 10 * power;
 }
 
