@@ -4,7 +4,6 @@ responder and caller behind it on a real redis-server."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -124,8 +123,8 @@ async def test_watching_needs_a_token_and_the_live_view_on(
 
 async def test_services_appear_with_their_actions_and_disappear(live_settings: Settings, http: aiohttp.ClientSession) -> None:
     responder_settings = dataclasses.replace(live_settings, service="laravel_like_responder")
-    # The caller beats once a second: stale from 1.5 s, gone at 3 s, so a 1 s tick sees both.
-    caller_settings = dataclasses.replace(live_settings, service="node_like_caller", presence_interval=1.0)
+    # The caller beats every 2 s: stale from 3 s, gone at 6 s, so 1 s ticks see both, with room.
+    caller_settings = dataclasses.replace(live_settings, service="node_like_caller", presence_interval=2.0)
     async with running_gateway(live_settings) as gateway, connect(http, gateway.make_url("/ws"), TOKEN) as ws:
         await ws.send({"type": "watch", "presence": True})
         await ws.next("presence")
@@ -153,10 +152,10 @@ async def test_services_appear_with_their_actions_and_disappear(live_settings: S
             # One that goes silent (its connection gone, so no goodbye) turns stale, then disappears.
             await caller.close()
             frame = await next_matching(
-                ws, "presence", lambda f: [s["state"] for s in by_kind(f, "caller")] == ["stale"], timeout=5
+                ws, "presence", lambda f: [s["state"] for s in by_kind(f, "caller")] == ["stale"], timeout=10
             )
             assert by_kind(frame, "caller")[0]["ready"] is False
-            await next_matching(ws, "presence", lambda f: not by_kind(f, "caller"), timeout=5)
+            await next_matching(ws, "presence", lambda f: not by_kind(f, "caller"), timeout=10)
             caller_beacon.cancel()
 
 
@@ -183,5 +182,5 @@ async def test_forged_heartbeats_are_counted_and_dropped(
         assert {s["service"] for s in frame["services"]} <= {"good", "python", "ws_gateway"}
         assert (await counters(http, gateway))["presence_malformed"] == len(bad)
         await ws.send({"type": "call", "id": 1, "action": "echo", "data": "still fine"})
-        with contextlib.suppress(TimeoutError):  # no responder here: any answer proves the socket lives
-            assert (await ws.next("error", timeout=10))["id"] == 1
+        error = await ws.next("error")  # no responder in this test: the socket still answers
+        assert error["id"] == 1 and error["code"] == "no_responder"
