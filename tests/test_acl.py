@@ -10,11 +10,13 @@ import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 import pytest
 import redis
 import redis.asyncio as aioredis
 from laravel_like_responder.actions import register
 from pubsub_rpc import Caller, ConnectionLost, Responder, Settings
+from pubsub_rpc.presence import beacon_for
 from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, NoPermissionError
 from redis.retry import Retry
@@ -79,6 +81,9 @@ ALLOWED = [
         for user, service in PROBERS
         for command in ("SUBSCRIBE", "PUBLISH")
     ],
+    # Presence heartbeats (pubsub_rpc.presence): every service announces, the gateway listens.
+    *[(user, ("PUBLISH", f"{C}.presence", "heartbeat")) for user in ("responder", "caller", "gateway")],
+    ("gateway", ("SUBSCRIBE", f"{C}.presence")),
     ("seed_caller", ("SUBSCRIBE", C)),
     ("seed_caller", ("PUBLISH", f"{C}_sender", "request")),
     ("seed_responder", ("PSUBSCRIBE", f"{PHP}_sender")),
@@ -132,6 +137,12 @@ REFUSED = [
     ("seed_responder", ("PSUBSCRIBE", f"{C}_sender")),
     ("seed_responder", ("PUBLISH", f"{C}.user.alice", "fake user push")),
     ("seed_responder", ("PUBLISH", f"{PHP}_sender", "a request to itself")),
+    # Only gateways read heartbeats; seed peers cannot fake one.
+    ("responder", ("SUBSCRIBE", f"{C}.presence")),
+    ("caller", ("SUBSCRIBE", f"{C}.presence")),
+    ("seed_caller", ("SUBSCRIBE", f"{C}.presence")),
+    ("seed_caller", ("PUBLISH", f"{C}.presence", "fake heartbeat")),
+    ("seed_responder", ("PUBLISH", f"{C}.presence", "fake heartbeat")),
     ("healthcheck", ("CLIENT", "SETNAME", "x")),
     ("healthcheck", ("SUBSCRIBE", C)),
     ("healthcheck", ("PUBLISH", C, "x")),
@@ -243,6 +254,37 @@ async def test_a_user_push_reaches_the_gateway_user(acl_redis: RedisProcess) -> 
             assert await responder.push("notice", {"n": 1}, channel=f"{C}.user.alice") == 1
             message = await pubsub.get_message(timeout=5)
             assert message is not None and message["channel"] == f"{C}.user.alice".encode()
+    finally:
+        await gateway.aclose()
+
+
+async def test_heartbeats_of_the_real_users_reach_the_gateway_user(acl_redis: RedisProcess) -> None:
+    """Each service's presence beacon, on its own publisher under its own user, reaches a
+    subscriber logged in as the gateway user."""
+    gateway = aioredis.Redis(port=acl_redis.port, username="gateway", password=PASSWORDS["gateway"], protocol=2, socket_timeout=5)
+    responder = Responder(as_user(acl_redis, "responder", "laravel_like_responder"))
+    register(responder)
+    try:
+        async with gateway.pubsub() as pubsub, responder, Caller(as_user(acl_redis, "caller", "node_like_caller")) as caller:
+            await pubsub.subscribe(f"{C}.presence")
+            confirmation = await pubsub.get_message(timeout=5)
+            assert confirmation is not None and confirmation["type"] == "subscribe"
+            async with asyncio.TaskGroup() as beacons:
+                tasks = [
+                    beacons.create_task(beacon_for(caller, "caller").run()),
+                    beacons.create_task(beacon_for(responder, "responder").run()),
+                ]
+                heard: dict[str, Any] = {}
+                async with asyncio.timeout(10):
+                    while len(heard) < 2:
+                        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)
+                        if message is not None:
+                            body = orjson.loads(message["data"])
+                            heard[body["kind"]] = body
+                for task in tasks:
+                    task.cancel()
+            assert heard["responder"]["service"] == "laravel_like_responder" and "sum" in heard["responder"]["actions"]
+            assert heard["caller"]["service"] == "node_like_caller" and heard["caller"]["ready"] is True
     finally:
         await gateway.aclose()
 

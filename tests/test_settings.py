@@ -37,6 +37,8 @@ BAD: list[tuple[dict[str, str], str, str]] = [
     ({"REDIS_HEALTH_CHECK_INTERVAL": "0"}, "REDIS_HEALTH_CHECK_INTERVAL=0.0", "seconds > 0"),
     ({"PUSH_INTERVAL": "-1"}, "PUSH_INTERVAL=-1.0", "seconds >= 0 (0 = off)"),
     ({"RPC_PEER_INTERVAL": "0"}, "RPC_PEER_INTERVAL=0.0", "seconds > 0"),
+    ({"RPC_PRESENCE_INTERVAL": "-1"}, "RPC_PRESENCE_INTERVAL=-1.0", "seconds >= 0 (0 = off)"),
+    ({"GATEWAY_LIVE_VIEW": "maybe"}, "GATEWAY_LIVE_VIEW='maybe'", "true or false"),
     ({"RPC_PRIVATE_REPLIES": "maybe"}, "RPC_PRIVATE_REPLIES='maybe'", "true or false"),
     ({"GATEWAY_PORT": "0"}, "GATEWAY_PORT=0", "port number in 1..65535"),
     ({"GATEWAY_PORT": "65536"}, "GATEWAY_PORT=65536", "port number in 1..65535"),
@@ -63,6 +65,7 @@ BAD: list[tuple[dict[str, str], str, str]] = [
     ({"RPC_RESPONDER_PATTERN": "laravel_*"}, "RPC_RESPONDER_PATTERN='laravel_*'", "push channel"),
     ({"RPC_RESPONDER_PATTERN": "*.reply.*"}, "RPC_RESPONDER_PATTERN='*.reply.*'", "a reply channel"),
     ({"RPC_REPLY_NAMESPACE": "r:", "RPC_RESPONDER_PATTERN": "r:*"}, "RPC_RESPONDER_PATTERN='r:*'", "a reply channel"),
+    ({"RPC_RESPONDER_PATTERN": "*.presence"}, "RPC_RESPONDER_PATTERN='*.presence'", "the presence channel"),
     ({"RPC_USER_NAMESPACE": "u_", "RPC_RESPONDER_PATTERN": "u_*"}, "RPC_RESPONDER_PATTERN='u_*'", "per-user push channel"),
     ({"RPC_REPLY_NAMESPACE": "x.", "RPC_USER_NAMESPACE": "x.u."}, "RPC_REPLY_NAMESPACE='x.'", "must differ"),
 ]

@@ -11,6 +11,7 @@ from pubsub_rpc.errors import ConnectionLost
 from pubsub_rpc.health import beat
 from pubsub_rpc.lifecycle import configure_logging, load_settings, run, stop_event_on_signals
 from pubsub_rpc.metrics import served
+from pubsub_rpc.presence import beacon_for
 
 from .actions import main_configs, register
 
@@ -42,7 +43,7 @@ async def serve(responder: Responder, settings: Settings, stop: asyncio.Event) -
             len(responder.actions),
             settings.responder_pattern,
         )
-        tasks = []
+        tasks = [background.create_task(beacon_for(responder, "responder").run())]
         if settings.push_interval > 0:
             tasks.append(background.create_task(push_configs(responder, settings.push_interval)))
         if settings.heartbeat_file:

@@ -16,6 +16,7 @@ from pubsub_rpc import Caller, RpcError, Settings
 from pubsub_rpc.health import beat
 from pubsub_rpc.lifecycle import configure_logging, load_settings, run, stop_event_on_signals
 from pubsub_rpc.metrics import served
+from pubsub_rpc.presence import beacon_for
 
 from .scenario import _short, call_peer_forever, run_scenario
 
@@ -37,7 +38,7 @@ async def demo_with(caller: Caller, settings: Settings, stop: asyncio.Event) -> 
             peer_settings = dataclasses.replace(settings, channel=settings.peer_channel)
             peer = await stack.enter_async_context(Caller(peer_settings, name=f"peer:{settings.peer_channel}"))
         tasks = await stack.enter_async_context(asyncio.TaskGroup())
-        background = [tasks.create_task(run_scenario(caller))]
+        background = [tasks.create_task(run_scenario(caller)), tasks.create_task(beacon_for(caller, "caller").run())]
         if peer is not None:
             background.append(tasks.create_task(call_peer_forever(peer, settings.peer_interval)))
         if settings.heartbeat_file:

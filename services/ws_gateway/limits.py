@@ -38,6 +38,7 @@ class Counters:
     user_pushes: int = 0  # per-user pushes delivered to at least one socket
     user_pushes_unrouted: int = 0  # per-user pushes for a sub with no socket here, or unreadable
     events_unencodable: int = 0  # pushes or replies JSON could not re-encode for browsers
+    presence_malformed: int = 0  # presence heartbeats dropped: unreadable, or too many instances
 
     def as_dict(self) -> dict[str, int]:
         return dataclasses.asdict(self)

@@ -105,6 +105,7 @@ async def serve(
         if isinstance(ws.exception(), TimeoutError):
             counters.idle_closed += 1
         gateway.clients.discard(client)
+        gateway.live.forget(client)
         if client.identity is not None:
             gateway.users.remove(client.identity.sub, client)
         await client.shutdown()
@@ -149,6 +150,13 @@ def handle_text(gateway: Gateway, client: WsClient, text: str) -> None:
     if identity is None:
         counters.unauthenticated += 1
         client.send(frames.error(frame.id, "unauthenticated", 'send {"type": "auth", "token": "..."} first'))
+        return
+    if isinstance(frame, frames.WatchFrame):
+        if not settings.gateway_live_view:
+            counters.forbidden += 1
+            client.send(frames.error(None, "forbidden", "the live view is off on this gateway (GATEWAY_LIVE_VIEW)"))
+        else:
+            gateway.live.watch(client, frame.stats, frame.presence)
         return
     if frame.action not in identity.actions:
         counters.forbidden += 1
@@ -222,6 +230,7 @@ def reply(gateway: Gateway, client: WsClient, call_id: str | int, started: float
         return
     elapsed = (time.perf_counter() - started) * 1000
     exc = done.exception()
+    gateway.live.stats.record(elapsed, exc is not None)
     if exc is None:
         frame = frames.result(call_id, done.result(), elapsed)
         if frame is None:

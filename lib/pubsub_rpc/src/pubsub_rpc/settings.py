@@ -57,6 +57,7 @@ class Settings:
     probe_interval: float = 5.0
     metrics_port: int = 0
     metrics_host: str = "127.0.0.1"
+    presence_interval: float = 2.0
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8080
     gateway_send_buffer: int = 1_048_576
@@ -79,6 +80,7 @@ class Settings:
     gateway_rate_limit: float = 200.0
     gateway_rate_burst: int = 1_000
     gateway_max_frame_bytes: int = 65_536
+    gateway_live_view: bool = True
     log_level: str = "INFO"
     log_format: str = "text"
 
@@ -119,6 +121,11 @@ class Settings:
         """Data-path probes: each process publishes to ``<probe_prefix><service>.<random>``,
         a channel it subscribes itself (``pubsub_rpc.probe``)."""
         return self.channel + ".probe."
+
+    @property
+    def presence_channel(self) -> str:
+        """Where services announce themselves every ``presence_interval`` (pubsub_rpc.presence)."""
+        return self.channel + ".presence"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **defaults: Any) -> Settings:
@@ -195,6 +202,10 @@ ENV: dict[str, tuple[str, str]] = {
     ),
     "metrics_port": ("METRICS_PORT", "port of the responder's and caller's Prometheus /metrics (0 = off)"),
     "metrics_host": ("METRICS_HOST", "address /metrics binds"),
+    "presence_interval": (
+        "RPC_PRESENCE_INTERVAL",
+        "seconds between a service's presence heartbeats on <channel>.presence (0 = off); gone after 3 missed",
+    ),
     "gateway_host": ("GATEWAY_HOST", "address the gateway binds"),
     "gateway_port": ("GATEWAY_PORT", "port the gateway binds"),
     "gateway_send_buffer": ("GATEWAY_SEND_BUFFER", "bytes a WebSocket may leave unsent before it is dropped as too slow"),
@@ -220,6 +231,10 @@ ENV: dict[str, tuple[str, str]] = {
     "gateway_rate_limit": ("GATEWAY_RATE_LIMIT", "calls per second one WebSocket may make (token bucket)"),
     "gateway_rate_burst": ("GATEWAY_RATE_BURST", "calls one WebSocket may make at once above the rate"),
     "gateway_max_frame_bytes": ("GATEWAY_MAX_FRAME_BYTES", "largest WebSocket frame accepted from a client"),
+    "gateway_live_view": (
+        "GATEWAY_LIVE_VIEW",
+        "authenticated sockets may watch live call stats and the services alive (the page's live view)",
+    ),
     "log_level": ("LOG_LEVEL", "logging level"),
     "log_format": ("LOG_FORMAT", "`text` (readable) or `json` (one object per line; the images' default)"),
 }
@@ -245,6 +260,7 @@ RULES: dict[str, check.Rule] = {
     "probe_interval": check.seconds(),
     "metrics_port": check.port_or_off,
     "metrics_host": check.non_empty,
+    "presence_interval": check.seconds(zero_means_off=True),
     "gateway_port": check.port,
     "gateway_send_buffer": check.integer_at_least(1),
     "gateway_max_calls_per_client": check.integer_at_least(1),

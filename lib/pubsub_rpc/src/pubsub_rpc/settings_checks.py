@@ -120,6 +120,7 @@ def _cross_field_problems(settings: Settings, env: dict[str, tuple[str, str]]) -
         settings.reply_prefix + "x": "a reply channel",
         settings.user_prefix + "x": "a per-user push channel",
         settings.probe_prefix + settings.service + "." + REPLY_SAMPLE_TAIL: "a probe channel",
+        settings.presence_channel: "the presence channel",
     }
     problems = []
     for sample, what in samples.items():
