@@ -29,6 +29,7 @@ from pubsub_rpc.presence import beacon_for
 
 from . import session
 from .auth import AuthFailed, split_list
+from .observability import install as install_metrics
 from .state import Gateway
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,8 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 GATEWAY = web.AppKey("gateway", Gateway)
 DESCRIPTIONS_REFRESH = 60.0  # seconds between fetches of the `actions` descriptions
-UNGUARDED = frozenset({"/healthz", "/readyz"})  # probes may use any Host (pod IP, service name)
+# Probes and Prometheus may use any Host (pod IP, service name); nothing there can call actions.
+UNGUARDED = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -160,6 +162,9 @@ def create_app(settings: Settings) -> web.Application:
         log.warning("GATEWAY_ALLOWED_ACTIONS is empty: browsers can call no action at all")
     app = web.Application(middlewares=[host_guard])
     app[GATEWAY] = gateway
+    install_metrics(
+        app, caller=lambda: gateway.caller, counters=gateway.counters.as_dict, connections=lambda: len(gateway.clients)
+    )
     app.cleanup_ctx.append(redis_ctx)
     app.on_shutdown.append(close_websockets)
     app.router.add_get("/", index)

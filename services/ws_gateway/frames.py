@@ -31,6 +31,7 @@ class CallFrame:
     action: str
     data: Any
     timeout: float | None
+    headers: Any = None  # optional W3C trace context; observability.trace_headers filters it
 
 
 @dataclass(slots=True)
@@ -92,7 +93,7 @@ def parse(text: str | bytes, max_timeout: float) -> CallFrame | AuthFrame | Watc
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
             raise BadFrame("`timeout` must be a positive number of seconds", frame_id)
         timeout = min(float(timeout), max_timeout)
-    return CallFrame(frame_id, action, frame.get("data"), timeout)
+    return CallFrame(frame_id, action, frame.get("data"), timeout, frame.get("headers"))
 
 
 def parse_call(text: str | bytes, max_timeout: float) -> CallFrame:

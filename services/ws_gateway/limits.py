@@ -16,6 +16,9 @@ ABUSE_STRIKES = 200
 @dataclass(slots=True)
 class Counters:
     connections: int = 0  # accepted WebSockets since start
+    frames_in: int = 0  # text and binary frames read from browsers
+    frames_out: int = 0  # frames queued to browsers (results, errors, events, hello/ready, stats)
+    pushes_fanned_out: int = 0  # push frames queued: one push to N sockets counts N
     refused_total: int = 0  # 1013: GATEWAY_MAX_CONNECTIONS reached
     refused_per_ip: int = 0  # 1013: GATEWAY_MAX_CONNECTIONS_PER_IP reached
     refused_host: int = 0  # 403: Host not in GATEWAY_ALLOWED_HOSTS

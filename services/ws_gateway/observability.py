@@ -1,9 +1,9 @@
 """The gateway's metrics, served on its own port at GET /metrics, and the browser's trace
 context checked before it goes into a call's envelope.
 
-``install(app, caller=..., connections=...)`` adds the route and returns a
-``GatewayMetrics``: plain ints the WebSocket code bumps on its hot path (``metrics.frames_in
-+= 1``); prometheus-client families are built from them only when Prometheus scrapes. The
+``install(app, caller=..., counters=..., connections=...)`` adds the route. The WebSocket
+code bumps plain ints on its hot path (``limits.Counters``, also shown by /readyz);
+prometheus-client families are built from them only when Prometheus scrapes. The
 exposition runs on the event loop, so it reads the counters without locks.
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -27,50 +26,53 @@ TRACEPARENT = re.compile(r"^[0-9a-f]{2}-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{
 TRACESTATE = re.compile(r"^[\x20-\x7e]{0,512}")
 
 
-@dataclass(slots=True)
-class GatewayMetrics:
-    """Counters the WebSocket code increments; each a plain int (or a dict by reason)."""
-
-    connections_opened: int = 0
-    frames_in: int = 0  # text frames read from browsers
-    frames_out: int = 0  # frames queued to browsers (results, errors, events, hello/ready)
-    slow_clients_dropped: int = 0  # closed because their send buffer overflowed
-    pushes_fanned_out: int = 0  # event frames delivered: one push to N sockets counts N
-    connections_refused: dict[str, int] = field(default_factory=dict)  # reason -> count (origin, limit, auth, ...)
-
-    def refused(self, reason: str) -> None:
-        """Count a refused connection; ``reason`` is a constant of the gateway's code."""
-        self.connections_refused[reason] = self.connections_refused.get(reason, 0) + 1
-
-    def families(self, connections: int) -> list[Family]:
-        return [
-            gauge("ws_connections", "WebSockets open now", connections),
-            counter("ws_connections_opened", "WebSockets accepted", self.connections_opened),
-            counter("ws_connections_refused", "WebSockets refused, by reason", dict(self.connections_refused), "reason"),
-            counter("ws_frames_received", "Frames read from browsers", self.frames_in),
-            counter("ws_frames_sent", "Frames queued to browsers", self.frames_out),
-            counter("ws_slow_clients_dropped", "WebSockets closed because they read too slowly", self.slow_clients_dropped),
-            counter("ws_pushes_fanned_out", "Push frames delivered (one push to N sockets: N)", self.pushes_fanned_out),
-        ]
+# Counters (limits.Counters) that become their own metric; the rest are
+# ws_gateway_events_total{event=...}. Refusals of a connection share one family by reason.
+_OWN = {
+    "connections": ("ws_connections_opened", "WebSockets accepted"),
+    "frames_in": ("ws_frames_received", "Frames read from browsers"),
+    "frames_out": ("ws_frames_sent", "Frames queued to browsers"),
+    "slow_dropped": ("ws_slow_clients_dropped", "WebSockets closed because they read too slowly"),
+    "pushes_fanned_out": ("ws_pushes_fanned_out", "Push frames delivered (one push to N sockets: N)"),
+}
+_REFUSED = {
+    "refused_total": "too_many",
+    "refused_per_ip": "per_ip",
+    "refused_host": "host",
+    "refused_origin": "origin",
+    "refused_protocol": "protocol",
+    "auth_failed": "auth",
+    "auth_expired": "expired",
+    "auth_timeout": "auth_timeout",
+}
 
 
-METRICS = web.AppKey("gateway_metrics", GatewayMetrics)
+def gateway_families(counters: Mapping[str, int], connections: int) -> list[Family]:
+    """The gateway's counters (the same numbers /readyz shows) as Prometheus families."""
+    families: list[Family] = [gauge("ws_connections", "WebSockets open now", connections)]
+    families += [counter(name, doc, counters.get(key, 0)) for key, (name, doc) in _OWN.items()]
+    refused = {reason: counters.get(key, 0) for key, reason in _REFUSED.items()}
+    families.append(
+        counter("ws_connections_refused", "WebSockets refused or closed unauthenticated, by reason", refused, "reason")
+    )
+    events = {key: value for key, value in counters.items() if key not in _OWN and key not in _REFUSED}
+    families.append(counter("ws_gateway_events", "Gateway outcomes (forbidden, rate_limited, bad_frames, ...)", events, "event"))
+    return families
 
 
 def install(
     app: web.Application,
     *,
     caller: Callable[[], Caller | None],
+    counters: Callable[[], Mapping[str, int]],
     connections: Callable[[], int],
     path: str = "/metrics",
-) -> GatewayMetrics:
+) -> None:
     """Add GET ``path`` (Prometheus text format) to ``app``: the gateway's counters plus its
-    Caller's (calls by action and code, in flight, Redis links, readiness). ``caller`` and
-    ``connections`` are read at scrape time (the Caller exists only once the app started)."""
-    metrics = GatewayMetrics()
-    app[METRICS] = metrics
+    Caller's (calls by action and code, in flight, Redis links, readiness), all read at
+    scrape time (the Caller exists only once the app started)."""
     exporter = Exporter()
-    exporter.add(lambda: metrics.families(connections()))
+    exporter.add(lambda: gateway_families(counters(), connections()))
     exporter.add(lambda: _caller_families(caller()))
 
     async def serve_metrics(request: web.Request) -> web.Response:
@@ -78,7 +80,6 @@ def install(
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     app.router.add_get(path, serve_metrics)
-    return metrics
 
 
 def _caller_families(caller: Caller | None) -> Iterable[Family]:

@@ -20,6 +20,7 @@ from .auth import CLOSE_EXPIRED, CLOSE_UNAUTHENTICATED, AuthFailed
 from .clients import CLOSE_TIMEOUT, WsClient
 from .guards import PROTOCOL, bearer_from_protocols
 from .limits import ABUSE_STRIKES, CLOSE_ABUSE, CLOSE_TRY_AGAIN_LATER, TokenBucket
+from .observability import trace_headers
 from .state import Gateway
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,7 @@ async def serve(
         client.set_timer(settings.gateway_auth_timeout, lambda: auth_deadline(gateway, client))
     try:
         async for message in ws:
+            counters.frames_in += 1
             if client.closing:
                 continue  # a close is under way: drain the socket, answer nothing
             if message.type is WSMsgType.TEXT:
@@ -210,7 +212,8 @@ def token_expired(gateway: Gateway, client: WsClient) -> None:
 def start_call(gateway: Gateway, client: WsClient, call: frames.CallFrame) -> None:
     started = time.perf_counter()
     try:
-        future = gateway.caller.start_call(call.action, call.data, timeout=call.timeout)
+        headers = trace_headers(call.headers) if call.headers is not None else None
+        future = gateway.caller.start_call(call.action, call.data, timeout=call.timeout, headers=headers)
     except InvalidRequest:  # raised before sending: `data` JSON cannot re-encode (too deep)
         gateway.counters.bad_frames += 1
         client.send(frames.error(call.id, "bad_frame", "`data` cannot be sent as JSON (nested deeper than 254 levels?)"))

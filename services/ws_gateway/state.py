@@ -60,7 +60,10 @@ class Gateway:
         if frame is None:
             self.counters.events_unencodable += 1
             return
+        delivered = 0
         for client in list(self.clients):
             identity = client.identity
             if identity is not None and (identity.events is None or event.action in identity.events):
                 client.send(frame)
+                delivered += 1
+        self.counters.pushes_fanned_out += delivered
