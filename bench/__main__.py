@@ -30,6 +30,7 @@ import redis
 from scripts.redis_process import RedisProcess, free_port
 
 from .stats import cpu_seconds, rss_mib
+from .wsclient import gateway_env
 
 ROOT = Path(__file__).resolve().parent.parent
 NODE_DIR = ROOT / "interop" / "node"
@@ -176,6 +177,7 @@ def start_gateway(url: str, ch: str) -> tuple[Server, str]:
         "GATEWAY_PORT": str(port),
         "GATEWAY_SEND_BUFFER": "16777216",
         "GATEWAY_MAX_CALLS_PER_CLIENT": "1024",
+        **gateway_env(),  # the bench's token secret; rate and connection limits out of the way
     }
     gateway = Server([PY, "-m", "ws_gateway"], ready=None, env=env)
     deadline = time.monotonic() + 30

@@ -18,7 +18,7 @@ from pubsub_rpc import protocol
 from pubsub_rpc.link import Publisher
 
 from .stats import cpu_seconds, emit, summarise
-from .wsclient import connect
+from .wsclient import bench_token, connect
 
 
 async def main() -> None:
@@ -45,7 +45,8 @@ async def main() -> None:
     publisher = Publisher(redis_url, "bench-pusher")
     publisher.start()
     await publisher.wait_ready(10)
-    sockets = [await connect(ws_url, functools.partial(on_text, sampled=i % 10 == 0)) for i in range(clients)]
+    token = bench_token()
+    sockets = [await connect(ws_url, functools.partial(on_text, sampled=i % 10 == 0), token) for i in range(clients)]
     loop = asyncio.get_running_loop()
     cpu_before, started = cpu_seconds(), time.perf_counter()
     first = loop.time()

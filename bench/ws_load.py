@@ -14,7 +14,7 @@ import time
 import orjson
 
 from .stats import cpu_seconds, emit, summarise
-from .wsclient import connect
+from .wsclient import bench_token, connect
 
 PAYLOAD = "x" * 100
 
@@ -54,7 +54,7 @@ async def run_clients(url: str, clients: int, window: int, seconds: float, laten
             elif outstanding == 0:
                 finished.set()
 
-        sock = await connect(url, on_text)
+        sock = await connect(url, on_text, bench_token())
         for _ in range(window):
             send()
 

@@ -4,6 +4,9 @@ than the gateway does, which on two shared cores would measure the generator ins
 
 Client-to-server frames use an all-zero mask key (valid framing; a real browser randomises
 it). Not for production use: no TLS, no fragmentation, no control-frame replies beyond pong.
+
+The gateway wants a token: the bench's gateways verify HS256 with ``BENCH_SECRET`` (see
+``gateway_env``), and ``connect`` authenticates with the first frame and waits for `ready`.
 """
 
 from __future__ import annotations
@@ -12,11 +15,34 @@ import asyncio
 import base64
 import os
 import struct
+import time
 from collections.abc import Callable
 from typing import cast
 from urllib.parse import urlsplit
 
+import jwt
+import orjson
+
 ZERO_MASK = b"\x00\x00\x00\x00"
+BENCH_SECRET = "bench-only-secret-0123456789abcdef0123456789abcdef0123456789abcdef"
+
+
+def bench_token(sub: str = "bench", ttl: float = 3600.0) -> str:
+    return jwt.encode({"sub": sub, "exp": int(time.time() + ttl), "actions": ["*"]}, BENCH_SECRET, algorithm="HS256")
+
+
+def gateway_env() -> dict[str, str]:
+    """What a bench gateway needs: the bench secret, and limits out of the way so the
+    throughput measured is the gateway's, not its rate limiter's."""
+    return {
+        "GATEWAY_JWT_SECRET": BENCH_SECRET,
+        "GATEWAY_ALLOWED_ACTIONS": "echo,sum,configs",
+        "GATEWAY_RATE_LIMIT": "1e9",
+        "GATEWAY_RATE_BURST": "1000000000",
+        "GATEWAY_MAX_CONNECTIONS_PER_IP": "100000",
+        "GATEWAY_MAX_CONNECTIONS": "100000",
+        "GATEWAY_MAX_FRAME_BYTES": "1048576",
+    }
 
 
 def client_frame(payload: bytes) -> bytes:
@@ -90,10 +116,32 @@ class WsProtocol(asyncio.Protocol):
         self.transport.write(client_frame(payload))
 
 
-async def connect(url: str, on_text: Callable[[bytes], None]) -> WsProtocol:
+async def connect(url: str, on_text: Callable[[bytes], None], token: str | None = None) -> WsProtocol:
+    """Upgrade; with a token, authenticate and return once the gateway said `ready`
+    (frames before it, hello and ready, are not passed to ``on_text``)."""
     parts = urlsplit(url)
     loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def until_ready(payload: bytes) -> None:
+        if ready.done():
+            on_text(payload)
+        elif b'"type":"ready"' in payload:
+            ready.set_result(None)
+        elif b'"type":"hello"' not in payload:
+            ready.set_exception(ConnectionError(f"authentication refused: {payload[:200]!r}"))
+
+    handler = on_text if token is None else until_ready
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    _, protocol = await loop.create_connection(lambda: WsProtocol(on_text, parts.netloc), host, port)
+    _, protocol = await loop.create_connection(lambda: WsProtocol(handler, parts.netloc), host, port)
     await protocol.upgraded
+    if token is not None:
+        protocol.send_text(orjson.dumps({"type": "auth", "token": token}))
+        closed = asyncio.ensure_future(protocol.closed)
+        done, _ = await asyncio.wait([ready, closed], timeout=10, return_when=asyncio.FIRST_COMPLETED)
+        if ready not in done:
+            closed.cancel()
+            raise ConnectionError("the gateway closed the socket or did not answer the auth frame")
+        closed.cancel()
+        ready.result()
     return protocol

@@ -11,9 +11,14 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.ws_frames import connect
+from tests.ws_frames import connect, mint
 
 from .conftest import Stack, gateway_ready
+
+
+def app_token(stack: Stack) -> str:
+    """A token as a real app's backend signs it, with the deployment's generated secret."""
+    return mint(secret=stack.jwt_secret, sub="e2e-user", actions=("*",))
 
 
 @pytest.mark.parametrize(
@@ -25,38 +30,60 @@ from .conftest import Stack, gateway_ready
     ],
 )
 async def test_round_trip_over_the_published_gateway(stack: Stack, action: str, data: Any, expected: Any) -> None:
-    async with aiohttp.ClientSession() as http, connect(http, stack.ws_url) as ws:
+    async with aiohttp.ClientSession() as http, connect(http, stack.ws_url, app_token(stack)) as ws:
         frame = await ws.call(1, action, data)
     assert frame["type"] == "result" and frame["result"] == expected
 
 
 async def test_configs_and_introspection(stack: Stack) -> None:
-    async with aiohttp.ClientSession() as http, connect(http, stack.ws_url) as ws:
+    """Browsers get the sample actions; introspection (`info`) stays for services only."""
+    async with aiohttp.ClientSession() as http, connect(http, stack.ws_url, app_token(stack)) as ws:
         configs = await ws.call(1, "configs")
         actions = await ws.call(2, "actions")
         info = await ws.call(3, "info")
     assert configs["result"]["locale"] == "en"
     assert {a["name"] for a in actions["result"]} >= {"configs", "echo", "sum", "slow", "fail", "actions", "info"}
-    assert info["result"]["name"] == "laravel_like_responder"
+    assert info["type"] == "error" and info["code"] == "forbidden"
+    by_cli = await asyncio.to_thread(stack.cli, "info")
+    assert json.loads(by_cli.stdout)["name"] == "laravel_like_responder"
+
+
+async def test_the_gateway_refuses_sockets_without_a_valid_token(stack: Stack) -> None:
+    """What a copied deployment does with an anonymous or forged client (demo mode or not)."""
+    async with aiohttp.ClientSession() as http:
+        async with connect(http, stack.ws_url) as ws:
+            anonymous = await ws.call(1, "echo", "x")
+        async with connect(http, stack.ws_url, mint(secret="not-the-deployment-secret-0123456789abcdef", sub="mallory")) as ws:
+            await ws.send({"type": "call", "id": 2, "action": "echo", "data": "x"})
+            closed = await ws.ws.receive(timeout=10)
+            while closed.type not in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING):
+                closed = await ws.ws.receive(timeout=10)
+    assert anonymous["type"] == "error" and anonymous["code"] == "unauthenticated"
+    assert ws.ws.close_code == 4001
 
 
 @pytest.mark.parametrize(
     ("action", "data", "timeout", "code"),
     [
-        ("no_such_action", None, None, "unknown_action"),
+        ("no_such_action", None, None, "forbidden"),  # not on the allow-list: never reaches Redis
         ("sum", "not a list", None, "invalid_request"),
         ("fail", None, None, "handler_error"),
         ("slow", {"ms": 3000}, 0.3, "timeout"),
     ],
 )
 async def test_errors_arrive_named(stack: Stack, action: str, data: Any, timeout: float | None, code: str) -> None:
-    async with aiohttp.ClientSession() as http, connect(http, stack.ws_url) as ws:
+    async with aiohttp.ClientSession() as http, connect(http, stack.ws_url, app_token(stack)) as ws:
         frame = await ws.call(1, action, data, timeout)
     assert frame["type"] == "error" and frame["code"] == code
 
 
+async def test_a_service_calling_an_unknown_action_gets_unknown_action(stack: Stack) -> None:
+    result = await asyncio.to_thread(stack.cli, "no_such_action")
+    assert result.returncode != 0 and "unknown_action" in result.stdout + result.stderr
+
+
 async def test_push_reaches_a_websocket_client(stack: Stack) -> None:
-    async with aiohttp.ClientSession() as http, connect(http, stack.ws_url) as ws:
+    async with aiohttp.ClientSession() as http, connect(http, stack.ws_url, app_token(stack)) as ws:
         frame = await ws.next("event", timeout=10, action="configs", source="laravel")
     assert frame["data"]["locale"] == "en"
 
@@ -173,7 +200,7 @@ async def test_redis_restart_every_service_reconnects(stack: Stack) -> None:
         if not await asyncio.to_thread(gateway_ready, stack.gateway):
             return False
         try:
-            async with aiohttp.ClientSession() as http, connect(http, stack.ws_url) as ws:
+            async with aiohttp.ClientSession() as http, connect(http, stack.ws_url, app_token(stack)) as ws:
                 return (await ws.call(1, "echo", "back"))["type"] == "result"
         except (aiohttp.ClientError, TimeoutError):
             return False
@@ -191,10 +218,10 @@ async def test_redis_restart_every_service_reconnects(stack: Stack) -> None:
 
 async def test_compose_stop_is_graceful(stack: Stack) -> None:
     """An in-flight call is answered during the responder's drain; every service exits 0."""
-    async with aiohttp.ClientSession() as http, connect(http, stack.ws_url) as ws:
+    async with aiohttp.ClientSession() as http, connect(http, stack.ws_url, app_token(stack)) as ws:
         await ws.send({"type": "call", "id": 7, "action": "slow", "data": {"ms": 1500}, "timeout": 10})
         async with asyncio.timeout(10):  # the responder has taken the call: now stop it
-            while (await ws.call(8, "info"))["result"]["inFlight"] < 1:
+            while json.loads((await asyncio.to_thread(stack.cli, "info")).stdout)["inFlight"] < 1:
                 pass
         stopping = asyncio.create_task(asyncio.to_thread(stack.compose, "stop", "laravel_like_responder"))
         frame = await ws.next("result", timeout=15, id=7)

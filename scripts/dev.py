@@ -1,7 +1,8 @@
 """``make dev``: the whole system as host processes, no Docker.
 
 Uses REDIS_URL when set, else starts a redis-server on a free loopback port; starts the
-responder, the caller and the gateway; waits until the gateway is ready and prints its URL.
+responder, the caller and the gateway (in demo mode, with the sample allow-list, unless the
+environment says otherwise); waits until the gateway is ready and prints its URL.
 A service that exits is started again after a second, like compose's restart policy.
 Ctrl-C or SIGTERM stops everything it started (SIGTERM first, so each drains), in reverse.
 """
@@ -21,6 +22,7 @@ from scripts.redis_process import RedisProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ("laravel_like_responder", "ws_gateway", "node_like_caller")
+SAMPLE_ACTIONS = "configs,echo,sum,slow,fail,actions"  # not `info`: introspection stays internal
 log = logging.getLogger("dev")
 
 
@@ -64,6 +66,10 @@ def main() -> int:
         env["REDIS_URL"] = redis.url
         log.info("started redis-server on %s", redis.url)
     env.setdefault("GATEWAY_PORT", "8080")
+    # A local demo: the page gets tokens from /demo/token (the gateway says so loudly), and
+    # browsers may call the sample actions only. Production never sets demo mode.
+    env.setdefault("GATEWAY_DEMO_MODE", "true")
+    env.setdefault("GATEWAY_ALLOWED_ACTIONS", SAMPLE_ACTIONS)
     processes: list[subprocess.Popen[bytes]] = []
     code = 0
 

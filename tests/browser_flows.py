@@ -68,10 +68,18 @@ def latest_row(page: Page) -> Locator:
     return page.locator("#calls tbody tr").first
 
 
+def check_demo_mode_is_announced(page: Page) -> None:
+    expect(page.locator("#demo-banner")).to_be_visible()
+    expect(page.locator("#demo-banner")).to_contain_text("Demo mode")
+    expect(page.locator("#whoami")).to_contain_text("signed in as demo-")
+
+
 def check_actions_listed(page: Page) -> None:
-    expect(page.locator("#actions li")).to_have_count(7, timeout=10_000)
+    # The sample allow-list (configs, echo, sum, slow, fail, actions); `info` is not on it.
+    expect(page.locator("#actions li")).to_have_count(6, timeout=10_000)
     sum_item = page.locator("#actions li", has_text="sum")
     expect(sum_item).to_contain_text("Add numbers")
+    expect(page.locator("#actions li", has_text="info")).to_have_count(0)
 
 
 def check_sum_result(page: Page) -> None:
@@ -85,8 +93,9 @@ def check_sum_result(page: Page) -> None:
 def check_error_codes(page: Page) -> None:
     call(page, "fail", "null")
     expect(latest_row(page).locator("td").nth(2)).to_have_text("error: handler_error")
-    call(page, "no_such_action", "{}")
-    expect(latest_row(page).locator("td").nth(2)).to_have_text("error: unknown_action")
+    call(page, "info", "{}")  # not on the gateway's allow-list: refused without touching Redis
+    expect(latest_row(page).locator("td").nth(2)).to_have_text("error: forbidden")
+    expect(page.locator("#notice")).to_contain_text("forbidden")
 
 
 def check_timeout(page: Page) -> None:
@@ -126,6 +135,14 @@ def check_reconnects(page: Page, restart_gateway: Callable[[], object]) -> None:
     expect(latest_row(page).locator("td").nth(3)).to_have_text('"after reconnect"', timeout=10_000)
 
 
+def check_token_refreshed_on_the_open_socket(page: Page) -> None:
+    """The demo token is short-lived in the tests: the page renews it for the same sub."""
+    sub = page.locator("#whoami").inner_text()
+    expect(page.locator("#whoami")).not_to_have_attribute("data-refreshes", "0", timeout=30_000)
+    expect(page.locator("#whoami")).to_have_text(sub)
+    expect(page.locator("#conn-state")).to_have_text("open")
+
+
 def check_narrow_layout(url: str) -> None:
     with demo_page(url, width=360, height=740) as (page, errors):
         overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
@@ -133,8 +150,11 @@ def check_narrow_layout(url: str) -> None:
         assert errors == []
 
 
-def run_all_flows(url: str, restart_gateway: Callable[[], object], screenshot: str) -> dict[str, float]:
+def run_all_flows(
+    url: str, restart_gateway: Callable[[], object], screenshot: str, expect_refresh: bool = False
+) -> dict[str, float]:
     with demo_page(url) as (page, errors):
+        check_demo_mode_is_announced(page)
         check_actions_listed(page)
         check_sum_result(page)
         check_error_codes(page)
@@ -142,6 +162,8 @@ def run_all_flows(url: str, restart_gateway: Callable[[], object], screenshot: s
         check_invalid_json_is_caught_before_sending(page)
         check_pushed_event(page)
         burst = check_burst(page)
+        if expect_refresh:
+            check_token_refreshed_on_the_open_socket(page)
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / screenshot), full_page=True)
         assert errors == [], errors  # checked before the restart, which the browser reports

@@ -36,7 +36,9 @@ def dev_system() -> Iterator[str]:
     """`python -m scripts.dev` (what `make dev` runs) on a free port with its own Redis."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
-    env.update(GATEWAY_PORT=str(port), PUSH_INTERVAL="1")
+    env = {k: v for k, v in env.items() if not k.startswith("GATEWAY_")}
+    # Demo tokens live 6 s here, so the page's refresh on the open socket is exercised.
+    env.update(GATEWAY_PORT=str(port), PUSH_INTERVAL="1", GATEWAY_DEMO_TOKEN_TTL="6")
     process = subprocess.Popen([sys.executable, "-m", "scripts.dev"], cwd=ROOT, env=env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -54,7 +56,7 @@ def test_demo_page_flows(dev_system: str) -> None:
         pid = get_json(dev_system + "/healthz")["pid"]  # type: ignore[index]
         os.kill(pid, signal.SIGTERM)  # scripts/dev.py starts it again, as compose would
 
-    burst = run_all_flows(dev_system + "/", restart_gateway, "demo-dev.png")
+    burst = run_all_flows(dev_system + "/", restart_gateway, "demo-dev.png", expect_refresh=True)
     print(
         f"\nburst of 1000 from the page: p50 {burst['p50']:.2f} ms, p99 {burst['p99']:.2f} ms, {burst['perSecond']:.0f} calls/s"
     )

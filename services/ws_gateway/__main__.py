@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 
 from aiohttp import web
 from pubsub_rpc.lifecycle import configure_logging, load_settings
 
 from .app import create_app
+from .auth import ConfigError
 
 log = logging.getLogger("ws_gateway")
 
@@ -16,6 +18,11 @@ log = logging.getLogger("ws_gateway")
 def main() -> None:
     settings = load_settings("ws_gateway", source="ws_gateway", service="ws_gateway")
     configure_logging(settings.log_level)
+    try:
+        app = create_app(settings)
+    except ConfigError as exc:
+        log.error("refusing to start: %s", exc)
+        sys.exit(2)
     try:
         import uvloop
     except ImportError:  # pragma: no cover
@@ -26,7 +33,7 @@ def main() -> None:
     # run_app handles SIGTERM/SIGINT: on_shutdown closes the sockets (1001 going away), then
     # cleanup_ctx closes Redis. shutdown_timeout stays under compose's stop_grace_period.
     web.run_app(
-        create_app(settings),
+        app,
         host=settings.gateway_host,
         port=settings.gateway_port,
         shutdown_timeout=5.0,

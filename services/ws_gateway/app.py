@@ -1,7 +1,13 @@
 """The aiohttp application: ``create_app(settings)`` builds it, ``run_app`` serves it.
 
-The Caller (both Redis connections) is owned by a ``cleanup_ctx``, so it opens when the app
-starts and closes after the last WebSocket is gone; nothing connects at import time.
+The Redis connections (the Caller, and the per-user push subscriber) are owned by a
+``cleanup_ctx``, so they open when the app starts and close after the last WebSocket is
+gone; nothing connects at import time. ``create_app`` raises ``auth.ConfigError`` when
+browser tokens cannot be verified (no secret or key outside demo mode).
+
+Modules, one job each: guards (Host, Origin, subprotocol), auth (tokens), limits (slots,
+rate, counters), session (one WebSocket), users (per-user pushes), clients (writing
+frames), frames (the JSON frames).
 """
 
 from __future__ import annotations
@@ -10,127 +16,106 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import time
-import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-from aiohttp import WSMsgType, web
-from pubsub_rpc import Caller, Event, RpcError, Settings
+from aiohttp import web
+from pubsub_rpc import RpcError, Settings
 
-from . import frames
-from .clients import Outbox, WsClient
+from . import session
+from .auth import AuthFailed, split_list
+from .state import Gateway
 
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
-SETTINGS = web.AppKey("settings", Settings)
-CALLER = web.AppKey("caller", Caller)
-CLIENTS = web.AppKey("clients", weakref.WeakSet[WsClient])
-OUTBOX = web.AppKey("outbox", Outbox)
+GATEWAY = web.AppKey("gateway", Gateway)
+DESCRIPTIONS_REFRESH = 60.0  # seconds between fetches of the `actions` descriptions
+UNGUARDED = frozenset({"/healthz", "/readyz"})  # probes may use any Host (pod IP, service name)
 
 
-async def caller_ctx(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
-    caller = Caller(settings, name="ws_gateway")
+async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
+    gateway = app[GATEWAY]
+    caller = gateway.caller
     # Start connecting but do not block start-up on Redis: /readyz says when we are ready,
     # and the links keep retrying however long Redis is away.
-    start = asyncio.create_task(caller.start(connect_timeout=None))
-    app[CALLER] = caller
-
-    def fan_out(event: Event) -> None:
-        frame = frames.event(event)  # encoded once for every client
-        clients: weakref.WeakSet[WsClient] = app[CLIENTS]
-        for client in list(clients):
-            client.send(frame)
-
-    caller.add_event_handler(fan_out)
+    start = asyncio.create_task(caller.start(connect_timeout=None), name="caller-start")
+    gateway.users.subscriber.start()
+    caller.add_event_handler(gateway.fan_out)
+    describe = asyncio.create_task(fetch_descriptions(gateway), name="fetch-descriptions")
     yield
-    start.cancel()
-    with contextlib.suppress(asyncio.CancelledError, RpcError):
-        await start
+    for task in (describe, start):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, RpcError):
+            await task
+    await gateway.users.subscriber.close()
     await caller.close()
 
 
+async def fetch_descriptions(gateway: Gateway) -> None:
+    """The allowed actions' descriptions, from the responder's `actions` action, for the
+    `ready` frame. The gateway asks itself; browsers need not be allowed `actions`.
+    Retries with backoff until it has them, then refreshes every DESCRIPTIONS_REFRESH."""
+    allowed = gateway.verifier.allowed_actions
+    delay = 0.5
+    while True:
+        if gateway.caller.ready and allowed:
+            try:
+                listed = await gateway.caller.call("actions", None, timeout=2.0)
+            except RpcError as exc:
+                log.debug("cannot list the actions' descriptions yet: %s", exc)
+            except Exception:  # a bug here must not end the refresh loop
+                log.exception("listing the actions' descriptions failed")
+            else:
+                if isinstance(listed, list):
+                    gateway.descriptions = {
+                        item["name"]: str(item.get("description", ""))
+                        for item in listed
+                        if isinstance(item, dict) and item.get("name") in allowed
+                    }
+        delay = DESCRIPTIONS_REFRESH if gateway.descriptions else min(delay * 2, DESCRIPTIONS_REFRESH)
+        await asyncio.sleep(delay)
+
+
 async def close_websockets(app: web.Application) -> None:
-    clients: weakref.WeakSet[WsClient] = app[CLIENTS]
-    await asyncio.gather(*(client.shutdown() for client in list(clients)), return_exceptions=True)
+    clients = list(app[GATEWAY].clients)
+    await asyncio.gather(*(client.shutdown() for client in clients), return_exceptions=True)
 
 
-def origin_allowed(request: web.Request, allowed: str) -> bool:
-    """Browsers send Origin; refuse other sites' pages (cross-site WebSocket hijacking)."""
-    origin = request.headers.get("Origin")
-    if origin is None or allowed.strip() == "*":
-        return True
-    if urlsplit(origin).netloc == request.host:
-        return True
-    return origin in {o.strip() for o in allowed.split(",") if o.strip()}
+@web.middleware
+async def host_guard(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    """DNS-rebinding guard: answer only to the names in GATEWAY_ALLOWED_HOSTS."""
+    gateway = request.app[GATEWAY]
+    if request.path not in UNGUARDED and not gateway.guard.host_allowed(request.headers.get("Host")):
+        gateway.counters.refused_host += 1
+        raise web.HTTPForbidden(text="unknown Host; see GATEWAY_ALLOWED_HOSTS")
+    return await handler(request)
 
 
 async def websocket(request: web.Request) -> web.WebSocketResponse:
-    app = request.app
-    settings = app[SETTINGS]
-    if not origin_allowed(request, settings.gateway_allowed_origins):
-        raise web.HTTPForbidden(text="origin not allowed; set GATEWAY_ALLOWED_ORIGINS")
-    # No compression: small JSON gains little, and frames are encoded once for all clients.
-    ws = web.WebSocketResponse(heartbeat=20, max_msg_size=settings.max_message_bytes, compress=False)
-    await ws.prepare(request)
-    transport = request.transport
-    if transport is None:  # the client went away during the handshake
-        return ws
-    client = WsClient(ws, transport, app[OUTBOX], settings.gateway_send_buffer, request.remote or "?")
-    app[CLIENTS].add(client)
-    client.send(frames.hello(settings.gateway_max_timeout, settings.gateway_max_calls_per_client))
-    try:
-        async for message in ws:
-            if message.type is WSMsgType.TEXT:
-                handle_text(app, client, message.data)
-            elif message.type is WSMsgType.BINARY:
-                client.send(frames.error(None, "bad_frame", "binary frames are not supported; send JSON text"))
-    finally:
-        app[CLIENTS].discard(client)
-        await client.shutdown()
-    return ws
+    return await session.websocket(request, request.app[GATEWAY])
 
 
-def handle_text(app: web.Application, client: WsClient, text: str) -> None:
-    settings = app[SETTINGS]
-    try:
-        call = frames.parse_call(text, settings.gateway_max_timeout)
-    except frames.BadFrame as exc:
-        client.send(frames.error(exc.frame_id, "bad_frame", str(exc)))
-        return
-    if len(client.calls) >= settings.gateway_max_calls_per_client:
-        client.send(
-            frames.error(call.id, "overloaded", f"at most {settings.gateway_max_calls_per_client} calls in flight per connection")
-        )
-        return
-    started = time.perf_counter()
-    try:
-        future = app[CALLER].start_call(call.action, call.data, timeout=call.timeout)
-    except RpcError as exc:
-        client.send(frames.error(call.id, exc.code, exc.message, 0.0))
-        return
-    # A callback, not a task per call: the reply is framed and queued from the read loop.
-    client.calls.add(future)
-    future.add_done_callback(lambda done: reply_to_client(client, call.id, started, done))
-
-
-def reply_to_client(client: WsClient, call_id: str | int, started: float, done: asyncio.Future[Any]) -> None:
-    client.calls.discard(done)
-    if done.cancelled():
-        return
-    elapsed = (time.perf_counter() - started) * 1000
-    exc = done.exception()
-    if exc is None:
-        client.send(frames.result(call_id, done.result(), elapsed))
-    elif isinstance(exc, RpcError):
-        client.send(frames.error(call_id, exc.code, exc.message, elapsed))
-    else:
-        log.error("call %s failed unexpectedly", call_id, exc_info=exc)
-        client.send(frames.error(call_id, "internal_error", "the gateway failed to forward the call", elapsed))
+async def demo_token(request: web.Request) -> web.Response:
+    """Demo mode only (404 otherwise): a short-lived token for the page. With a valid token
+    in ``Authorization: Bearer``, a renewal for the same sub (how the page refreshes)."""
+    gateway = request.app[GATEWAY]
+    settings = gateway.settings
+    if not settings.gateway_demo_mode:
+        raise web.HTTPNotFound()
+    sub = "demo-" + secrets.token_hex(6)
+    scheme, _, current = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and current:
+        try:
+            sub = gateway.verifier.verify(current.strip()).sub
+        except AuthFailed as exc:
+            raise web.HTTPUnauthorized(text=f"cannot renew: {exc}") from None
+    token, expires_at = gateway.verifier.mint(sub, sorted(gateway.verifier.allowed_actions), settings.gateway_demo_token_ttl)
+    body = {"token": token, "sub": sub, "expiresAt": expires_at, "ttl": settings.gateway_demo_token_ttl, "demo": True}
+    return web.json_response(body, headers={"Cache-Control": "no-store"})
 
 
 async def index(request: web.Request) -> web.FileResponse:
@@ -142,20 +127,38 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    caller = request.app[CALLER]
-    body = {"ok": caller.ready, "redis": "subscribed" if caller.ready else "not connected", "clients": len(request.app[CLIENTS])}
-    return web.json_response(body, status=200 if caller.ready else 503)
+    gateway = request.app[GATEWAY]
+    ready = gateway.ready
+    body: dict[str, Any] = {
+        "ok": ready,
+        "redis": "subscribed" if ready else "not connected",
+        "clients": len(gateway.clients),
+        "demo": gateway.settings.gateway_demo_mode,
+        "counters": gateway.counters.as_dict(),
+        "time": time.time(),
+    }
+    return web.json_response(body, status=200 if ready else 503)
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application()
-    app[SETTINGS] = settings
-    app[CLIENTS] = weakref.WeakSet()
-    app[OUTBOX] = Outbox()
-    app.cleanup_ctx.append(caller_ctx)
+    gateway = Gateway.from_settings(settings)
+    if settings.gateway_demo_mode:
+        log.warning(
+            "DEMO MODE: /demo/token hands a token for %s to anyone who can reach this gateway%s. "
+            "Never run it like this in production: set GATEWAY_DEMO_MODE=false and GATEWAY_JWT_SECRET "
+            "(or GATEWAY_JWT_PUBLIC_KEY); see docs/gateway-auth.md",
+            ",".join(sorted(gateway.verifier.allowed_actions)) or "no actions",
+            "" if settings.gateway_jwt_secret or settings.gateway_jwt_public_key else " (signing secret generated at start)",
+        )
+    if not split_list(settings.gateway_allowed_actions):
+        log.warning("GATEWAY_ALLOWED_ACTIONS is empty: browsers can call no action at all")
+    app = web.Application(middlewares=[host_guard])
+    app[GATEWAY] = gateway
+    app.cleanup_ctx.append(redis_ctx)
     app.on_shutdown.append(close_websockets)
     app.router.add_get("/", index)
     app.router.add_get("/ws", websocket)
+    app.router.add_get("/demo/token", demo_token)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_static("/static/", STATIC)

@@ -2,23 +2,36 @@
 
 A frame is encoded once (an event's bytes are shared by every client) and appended to each
 client's outbox; once per event-loop tick every client with something queued gets one
-``transport.write``: no task, no coroutine and no syscall per frame. A client whose transport
-buffers more than ``max_buffer`` bytes is not reading: it is cut off (TCP abort; a close frame
-could not get through its full buffers anyway), so one slow client never holds back the others
-or grows the gateway's memory. The page reconnects by itself.
+``transport.write``: no task, no coroutine and no syscall per frame.
 
+Slow clients: ``max_buffer`` bounds what a client leaves *unread*, not the size of a frame.
+If the transport still holds more than ``max_buffer`` bytes from earlier writes when new
+frames are due, the client is not reading: it is cut off (TCP abort; a close frame could
+not get through its full buffers anyway), so one slow client never holds back the others or
+grows the gateway's memory beyond about ``max_buffer`` plus one tick's frames. A single
+frame larger than ``max_buffer`` still reaches a client that keeps up.
+
+Once a close has begun nothing more is queued or written: a Close frame is the last frame.
 Compression is not negotiated (``compress=False`` in app.py), so frames are plain RFC 6455.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import struct
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from aiohttp import WSCloseCode, web
 
+if TYPE_CHECKING:
+    from .auth import Identity
+    from .limits import Counters, TokenBucket
+
 log = logging.getLogger(__name__)
+CLOSE_TIMEOUT = 2.0  # seconds a close handshake may take before the TCP connection is aborted
 
 
 def text_frame(payload: bytes) -> bytes:
@@ -50,20 +63,33 @@ class Outbox:
 
 class WsClient:
     def __init__(
-        self, ws: web.WebSocketResponse, transport: asyncio.Transport, outbox: Outbox, max_buffer: int, peer: str
+        self,
+        ws: web.WebSocketResponse,
+        transport: asyncio.Transport,
+        outbox: Outbox,
+        max_buffer: int,
+        peer: str,
+        bucket: TokenBucket,
+        counters: Counters,
     ) -> None:
         self.ws = ws
         self.peer = peer
         self.calls: set[asyncio.Future[object]] = set()
+        self.identity: Identity | None = None
+        self.bucket = bucket
         self.dropped = False
+        self.closing = False
+        self.timer: asyncio.TimerHandle | None = None  # auth deadline, then token expiry
+        self._counters = counters
         self._transport = transport
         self._outbox = outbox
         self._max_buffer = max_buffer
         self._out: list[bytes] = []
+        self._close_task: asyncio.Task[None] | None = None
 
     def send(self, frame: bytes) -> None:
         """Queue an encoded frame (see text_frame); it leaves at the end of this tick."""
-        if self.dropped:
+        if self.dropped or self.closing:
             return
         if not self._out:
             self._outbox.mark(self)
@@ -71,21 +97,48 @@ class WsClient:
 
     def flush(self) -> None:
         data, self._out = b"".join(self._out), []
-        if self.dropped or self._transport.is_closing():
+        if self.dropped or self.closing or self.ws.closed or self._transport.is_closing():
             return
-        if self._transport.get_write_buffer_size() + len(data) > self._max_buffer:
+        if self._transport.get_write_buffer_size() > self._max_buffer:
             self.dropped = True
-            log.warning("%s: over %d bytes unsent, client too slow; disconnecting it", self.peer, self._max_buffer)
+            self._counters.slow_dropped += 1
+            log.warning("%s: over %d bytes unread, client too slow; disconnecting it", self.peer, self._max_buffer)
             self._transport.abort()
             return
         self._transport.write(data)
 
-    async def shutdown(self, code: int = WSCloseCode.GOING_AWAY, message: bytes = b"server shutdown") -> None:
+    def set_timer(self, delay: float, callback: Callable[[], None]) -> None:
+        """Call ``callback`` after ``delay`` seconds (replaces the previous deadline)."""
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = asyncio.get_running_loop().call_later(max(0.0, delay), callback)
+
+    def close_soon(self, code: int, reason: str) -> None:
+        """Start closing from a callback; the connection's handler awaits it (shutdown)."""
+        if self.closing or self.dropped:
+            return
+        self.closing = True
+        self._out.clear()
+        self._close_task = asyncio.create_task(self._close(code, reason), name=f"close:{self.peer}")
+
+    async def _close(self, code: int, reason: str) -> None:
         for call in self.calls:
             call.cancel()
-        if not self.ws.closed and not self.dropped:
-            try:
-                async with asyncio.timeout(2.0):
-                    await self.ws.close(code=code, message=message)
-            except (TimeoutError, ConnectionError, RuntimeError):
-                self._transport.abort()
+        if self.ws.closed:
+            return
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await self.ws.close(code=code, message=reason.encode()[:120])
+        except (TimeoutError, ConnectionError, RuntimeError):
+            self._transport.abort()
+
+    async def shutdown(self, code: int = WSCloseCode.GOING_AWAY, reason: str = "server shutdown") -> None:
+        """Close (unless already closing) and wait until the close is done."""
+        if self.timer is not None:
+            self.timer.cancel()
+        self.close_soon(code, reason)
+        if self._close_task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._close_task
+        for call in self.calls:
+            call.cancel()

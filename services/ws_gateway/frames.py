@@ -1,4 +1,10 @@
-"""The browser-facing JSON frames (docs/protocol.md, "WebSocket"), parsed and built here."""
+"""The browser-facing JSON frames (docs/protocol.md, "WebSocket"), parsed and built here.
+
+Parsing never raises anything but BadFrame, and a BadFrame only carries an ``id`` that can
+be echoed (a string or integer), so the error frame itself always encodes. Builders that
+carry values from elsewhere (results, pushes) return None when JSON cannot re-encode them
+(orjson stops at 255 levels of nesting), and the caller answers with an error instead.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +16,11 @@ from pubsub_rpc import Event
 
 from .clients import text_frame
 
+MAX_ID_CHARS = 256
+
 
 class BadFrame(ValueError):
-    def __init__(self, message: str, frame_id: Any = None) -> None:
+    def __init__(self, message: str, frame_id: str | int | None = None) -> None:
         super().__init__(message)
         self.frame_id = frame_id
 
@@ -25,46 +33,97 @@ class CallFrame:
     timeout: float | None
 
 
-def parse_call(text: str, max_timeout: float) -> CallFrame:
+@dataclass(slots=True)
+class AuthFrame:
+    token: Any  # checked by the verifier, which names what is wrong with it
+
+
+def _echoable_id(value: Any) -> str | int | None:
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        return None
+    if isinstance(value, str) and len(value) > MAX_ID_CHARS:
+        return None
+    return value
+
+
+def parse(text: str | bytes, max_timeout: float) -> CallFrame | AuthFrame:
     try:
         frame = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
         raise BadFrame(f"not JSON: {exc}") from None
     if not isinstance(frame, dict):
         raise BadFrame("a frame is a JSON object")
-    frame_id = frame.get("id")
-    if frame.get("type") != "call":
-        raise BadFrame(f'unknown frame type {frame.get("type")!r}; send {{"type": "call", ...}}', frame_id)
-    if isinstance(frame_id, bool) or not isinstance(frame_id, (str, int)):
-        raise BadFrame("a call needs an `id` (string or integer) chosen by the client")
+    kind = frame.get("type")
+    if kind == "auth":
+        return AuthFrame(frame.get("token"))
+    frame_id = _echoable_id(frame.get("id"))
+    if kind != "call":
+        shown = kind if isinstance(kind, str) and len(kind) <= 40 else type(kind).__name__
+        raise BadFrame(f'unknown frame type {shown!r}; send {{"type": "call", ...}} or {{"type": "auth", ...}}', frame_id)
+    if frame_id is None:
+        raise BadFrame(f"a call needs an `id` (string of at most {MAX_ID_CHARS} characters, or integer) chosen by the client")
     action = frame.get("action")
     if not isinstance(action, str) or not action:
         raise BadFrame("`action` must be a non-empty string", frame_id)
     timeout = frame.get("timeout")
     if timeout is not None:
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
             raise BadFrame("`timeout` must be a positive number of seconds", frame_id)
         timeout = min(float(timeout), max_timeout)
     return CallFrame(frame_id, action, frame.get("data"), timeout)
 
 
+def parse_call(text: str | bytes, max_timeout: float) -> CallFrame:
+    """A call frame, or BadFrame (auth frames included): for callers that only expect calls."""
+    frame = parse(text, max_timeout)
+    if not isinstance(frame, CallFrame):
+        raise BadFrame("expected a call frame")
+    return frame
+
+
 # Builders return complete WebSocket frames (bytes), ready for WsClient.send.
 
 
-def result(frame_id: Any, value: Any, elapsed_ms: float) -> bytes:
-    return text_frame(orjson.dumps({"type": "result", "id": frame_id, "result": value, "ms": round(elapsed_ms, 3)}))
+def _frame(value: dict[str, Any]) -> bytes | None:
+    try:
+        return text_frame(orjson.dumps(value))
+    except TypeError:  # orjson.JSONEncodeError: nested too deeply
+        return None
 
 
-def error(frame_id: Any, code: str, message: str, elapsed_ms: float | None = None) -> bytes:
+def result(frame_id: str | int, value: Any, elapsed_ms: float) -> bytes | None:
+    return _frame({"type": "result", "id": frame_id, "result": value, "ms": round(elapsed_ms, 3)})
+
+
+def error(frame_id: str | int | None, code: str, message: str, elapsed_ms: float | None = None) -> bytes:
     frame: dict[str, Any] = {"type": "error", "id": frame_id, "code": code, "message": message}
     if elapsed_ms is not None:
         frame["ms"] = round(elapsed_ms, 3)
     return text_frame(orjson.dumps(frame))
 
 
-def event(ev: Event) -> bytes:
-    return text_frame(orjson.dumps({"type": "event", "action": ev.action, "source": ev.source, "data": ev.data}))
+def event(ev: Event, private: bool = False) -> bytes | None:
+    frame = {"type": "event", "action": ev.action, "source": ev.source, "data": ev.data}
+    if private:
+        frame["private"] = True
+    return _frame(frame)
 
 
-def hello(max_timeout: float, max_calls: int) -> bytes:
-    return text_frame(orjson.dumps({"type": "hello", "maxTimeout": max_timeout, "maxCalls": max_calls}))
+def hello(max_timeout: float, max_calls: int, demo: bool, auth_timeout: float) -> bytes:
+    return text_frame(
+        orjson.dumps(
+            {
+                "type": "hello",
+                "maxTimeout": max_timeout,
+                "maxCalls": max_calls,
+                "auth": "required",
+                "authTimeout": auth_timeout,
+                "demo": demo,
+            }
+        )
+    )
+
+
+def ready(sub: str, actions: list[str], descriptions: dict[str, str], expires_at: float) -> bytes:
+    frame = {"type": "ready", "sub": sub, "actions": actions, "descriptions": descriptions, "expiresAt": expires_at}
+    return text_frame(orjson.dumps(frame))

@@ -1,32 +1,63 @@
 // The demo page: one WebSocket to ws_gateway, calls correlated by id, pushes in a feed.
 // Text only ever goes in through textContent: message data is never parsed as HTML.
+//
+// Authentication: the gateway's hello says a token is required. In demo mode the page asks
+// /demo/token for one (a real app's backend would issue it, docs/gateway-auth.md), sends it
+// as the first frame, and sends a fresh one before it expires. The token is never put in
+// the URL.
 
 const MAX_CALL_ROWS = 100;
 const MAX_EVENTS = 50;
 const $ = (id) => document.getElementById(id);
+const CLOSE_REASONS = {
+  1013: "too many connections, retrying",
+  4001: "not authenticated",
+  4002: "token expired",
+  4008: "rate limit exceeded",
+  4009: "frame too large",
+  1009: "frame too large",
+};
+
+// With the current token, /demo/token renews it for the same sub (a refresh keeps the sub).
+async function fetchDemoToken(current) {
+  const headers = current ? { Authorization: `Bearer ${current}` } : {};
+  const response = await fetch("/demo/token", { cache: "no-store", headers });
+  if (!response.ok) throw new Error(`/demo/token answered ${response.status}`);
+  return response.json(); // {token, sub, expiresAt, ttl}
+}
 
 class Gateway {
-  constructor(url, { onState, onEvent, onHello }) {
+  constructor(url, { onState, onEvent, onHello, onReady, onNotice }) {
     this.url = url;
     this.onState = onState;
     this.onEvent = onEvent;
     this.onHello = onHello;
+    this.onReady = onReady;
+    this.onNotice = onNotice;
     this.pending = new Map(); // id -> {resolve, timer}
     this.nextId = 1;
     this.attempt = 0;
     this.maxCalls = 64;
+    this.ready = false;
+    this.refreshTimer = null;
+    this.refreshes = 0;
     this.connect();
   }
 
   connect() {
     this.onState(this.attempt === 0 ? "connecting" : "reconnecting", "");
-    const ws = new WebSocket(this.url);
+    const ws = new WebSocket(this.url, ["pubsub-rpc.v1"]);
     this.ws = ws;
-    ws.onopen = () => { this.attempt = 0; this.onState("open", ""); };
+    this.ready = false;
+    ws.onopen = () => { this.onState("authenticating", ""); };
     ws.onmessage = (msg) => this.receive(msg.data);
-    ws.onclose = () => {
+    ws.onclose = (event) => {
       if (this.ws !== ws) return;
+      clearTimeout(this.refreshTimer);
+      this.ready = false;
       this.failPending("connection_lost", "the WebSocket closed before the reply");
+      const reason = CLOSE_REASONS[event.code];
+      if (reason) this.onNotice(`connection closed (${event.code}): ${reason}`);
       this.attempt += 1;
       // Exponential backoff with jitter, capped: a restarted gateway is not stampeded.
       const delay = Math.min(8000, 250 * 2 ** this.attempt) * (0.8 + Math.random() * 0.4);
@@ -35,11 +66,43 @@ class Gateway {
     };
   }
 
+  // Sends a token as the first frame, then a fresh one for the same sub well before each
+  // expiry, on the open socket.
+  async authenticate(ws, current) {
+    try {
+      const { token, expiresAt } = await fetchDemoToken(current);
+      if (this.ws !== ws || ws.readyState !== WebSocket.OPEN) return;
+      ws.send(JSON.stringify({ type: "auth", token }));
+      if (current) this.refreshes += 1;
+      const lifetime = expiresAt * 1000 - Date.now();
+      clearTimeout(this.refreshTimer);
+      this.refreshTimer = setTimeout(() => this.authenticate(ws, token), Math.max(1000, lifetime * 0.7));
+    } catch (err) {
+      this.onNotice(`cannot get a demo token: ${err.message}`);
+    }
+  }
+
   receive(text) {
     let frame;
     try { frame = JSON.parse(text); } catch { return; }
-    if (frame.type === "hello") { this.maxCalls = frame.maxCalls; this.onHello(frame); return; }
+    if (frame.type === "hello") {
+      this.maxCalls = frame.maxCalls;
+      this.onHello(frame);
+      if (frame.demo) this.authenticate(this.ws);
+      else this.onNotice("this gateway requires a token from your application (see docs/gateway-auth.md)");
+      return;
+    }
+    if (frame.type === "ready") {
+      this.ready = true;
+      this.attempt = 0;
+      this.onState("open", "");
+      this.onReady(frame);
+      return;
+    }
     if (frame.type === "event") { this.onEvent(frame); return; }
+    if (frame.type === "error" && (frame.code === "forbidden" || frame.code === "rate_limited" || frame.code === "unauthenticated")) {
+      this.onNotice(`${frame.code}: ${frame.message}`);
+    }
     const entry = this.pending.get(frame.id);
     if (!entry) return;
     this.pending.delete(frame.id);
@@ -55,7 +118,7 @@ class Gateway {
     this.pending.clear();
   }
 
-  get open() { return this.ws && this.ws.readyState === WebSocket.OPEN; }
+  get open() { return this.ready && this.ws && this.ws.readyState === WebSocket.OPEN; }
 
   // Resolves with the result or error frame; never rejects. `ms` is measured here.
   call(action, data, timeoutSeconds) {
@@ -63,7 +126,7 @@ class Gateway {
     const started = performance.now();
     return new Promise((resolve) => {
       const done = (frame) => resolve({ ...frame, id, clientMs: performance.now() - started });
-      if (!this.open) { done({ type: "error", code: "not_connected", message: "the WebSocket is not open" }); return; }
+      if (!this.open) { done({ type: "error", code: "not_connected", message: "the WebSocket is not open and authenticated" }); return; }
       // The gateway enforces the timeout; this guard only covers a lost gateway.
       const timer = setTimeout(() => {
         this.pending.delete(id);
@@ -81,6 +144,16 @@ function setState(state, detail) {
   const el = $("conn-state");
   el.dataset.state = state;
   el.textContent = detail ? `${state} (${detail})` : state;
+}
+
+function showNotice(text) {
+  const el = $("notice");
+  el.textContent = text;
+  el.hidden = !text;
+}
+
+function showDemoBanner(demo) {
+  $("demo-banner").hidden = !demo;
 }
 
 function cell(row, text, className) {
@@ -120,7 +193,8 @@ function addEvent(frame) {
   const list = $("events");
   const item = document.createElement("li");
   const time = new Date().toLocaleTimeString();
-  item.textContent = `${time}  ${frame.action} from ${frame.source}: ${short(frame.data, 240)}`;
+  const scope = frame.private ? " (to you only)" : "";
+  item.textContent = `${time}  ${frame.action} from ${frame.source}${scope}: ${short(frame.data, 240)}`;
   item.dataset.action = frame.action ?? "";
   list.prepend(item);
   while (list.children.length > MAX_EVENTS) list.lastElementChild.remove();
@@ -218,9 +292,21 @@ function main() {
   const gateway = new Gateway(url, {
     onState: setState,
     onEvent: addEvent,
-    onHello: async () => {
-      const frame = await gateway.call("actions", null, 5);
-      if (frame.type === "result") showActions(frame.result);
+    onNotice: showNotice,
+    onHello: (hello) => showDemoBanner(hello.demo),
+    onReady: async (ready) => {
+      $("whoami").textContent = `signed in as ${ready.sub}`;
+      $("whoami").dataset.refreshes = String(gateway.refreshes);
+      const described = ready.actions.map((name) => ({ name, description: ready.descriptions?.[name] ?? "" }));
+      showActions(described);
+      // The gateway fills in descriptions once it has asked the responder; if it has not
+      // yet, ask ourselves (when allowed) and keep only what this socket may call.
+      if (described.some((a) => !a.description) && ready.actions.includes("actions")) {
+        const frame = await gateway.call("actions", null, 5);
+        if (frame.type === "result" && Array.isArray(frame.result)) {
+          showActions(frame.result.filter((a) => ready.actions.includes(a.name)));
+        }
+      }
     },
   });
   window.gateway = gateway; // for the console and for the browser tests
