@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 GATEWAY = web.AppKey("gateway", Gateway)
 DESCRIPTIONS_REFRESH = 60.0  # seconds between fetches of the `actions` descriptions
-UNGUARDED = frozenset({"/healthz", "/readyz"})  # probes may use any Host (pod IP, service name)
+# Probes and Prometheus (which scrapes each container by IP) may use any Host name.
+UNGUARDED = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
