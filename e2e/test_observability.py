@@ -91,7 +91,10 @@ def test_every_service_is_scraped_and_up(prometheus: Stack) -> None:
         return health if set(health) >= SERVICES and all(h == "up" for states in health.values() for h in states) else None
 
     seen: dict[str, list[str]] = {}
-    until(targets, 60, f"every target ({sorted(SERVICES)}) to be up")
+    try:
+        until(targets, 60, f"every target ({sorted(SERVICES)}) to be up")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; targets by job: {seen}") from None
     print(f"targets: {seen}")
 
 
@@ -124,7 +127,10 @@ def test_rules_are_loaded_and_evaluated(prometheus: Stack) -> None:
         return rules if ALERTS <= set(rules) and all(health == "ok" for health in rules.values()) else None
 
     seen: dict[str, str] = {}
-    rules = until(healthy_rules, 30, "the rules to be loaded and evaluated without error")
+    try:
+        rules = until(healthy_rules, 30, "the rules to be loaded and evaluated without error")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; rules' health: {seen}") from None
     assert any(name.startswith("rpc_method:") for name in rules), rules
 
 
