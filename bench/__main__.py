@@ -19,6 +19,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
@@ -142,6 +143,81 @@ def rpc_pairs(url: str, cfg: Config, client: redis.Redis) -> list[dict[str, Any]
             rows.append(summarise_runs(name, inflight, runs))
             report_row(rows[-1])
     return rows
+
+
+def metrics_cost(url: str, cfg: Config, client: redis.Redis, inflight: int = 128) -> list[dict[str, Any]]:
+    """The library pair with metrics off, then on (counted, served on /metrics and scraped
+    every 2 s, harsher than Prometheus's usual 15 s), interleaved run by run so the shared
+    machine's drift hits both alike; the cost is the drop of the median rate."""
+    runs: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
+    for _ in range(2 * cfg.runs + 1):  # more runs than the other rows: the effect is a few per cent
+        for mode in ("off", "on"):
+            ch = channel()
+            ports = [free_port(), free_port()] if mode == "on" else []
+            server = Server(RESPONDERS["library"](url, ch) + [str(p) for p in ports[:1]])
+            argv = CALLERS["library"](url, ch, inflight, cfg.seconds) + [f"--metrics-port={p}" for p in ports[1:]]
+            scraper = Scraper([f"http://127.0.0.1:{p}/metrics" for p in ports])
+            try:
+                cpu0, redis0 = server.cpu(), redis_cpu(client)
+                scraper.start()
+                result = run_load(argv)
+                result["responder_cpu"] = server.cpu() - cpu0
+                result["redis_cpu"] = redis_cpu(client) - redis0
+            finally:
+                scraper.stop()
+                server.stop()
+            result["scrapes"] = scraper.count
+            if mode == "on" and scraper.count < 2:
+                raise RuntimeError(f"metrics were scraped {scraper.count} times: {scraper.errors[-1:]}")
+            runs[mode].append(result)
+    rows = []
+    for mode in ("off", "on"):
+        rows.append(summarise_runs(f"metrics {mode}: library caller -> library responder", inflight, runs[mode]))
+        report_row(rows[-1])
+    off, on = rows[0]["rate"]["median"], rows[1]["rate"]["median"]
+    cost = (off - on) / off * 100
+    # CPU per call (caller + responder processes) is steadier than calls/s on a shared machine.
+    cpu_off, cpu_on = (
+        statistics.median((r["cpu"] + r["responder_cpu"]) / r["count"] * 1e6 for r in runs[mode]) for mode in ("off", "on")
+    )
+    rows[1]["metrics_cost_percent"] = round(cost, 2)
+    rows[1]["metrics_cpu_us_per_call"] = [round(cpu_off, 2), round(cpu_on, 2)]
+    print(
+        f"metrics cost at {inflight} in flight: {off:,.0f} -> {on:,.0f} calls/s ({cost:+.1f} %; budget 5 %); "
+        f"CPU per call (caller + responder) {cpu_off:.2f} -> {cpu_on:.2f} us ({(cpu_on - cpu_off) / cpu_off * 100:+.1f} %)",
+        flush=True,
+    )
+    return rows
+
+
+class Scraper:
+    """GETs each /metrics URL every 2 s on a thread, as Prometheus would (but more often)."""
+
+    def __init__(self, urls: list[str]) -> None:
+        self.urls = urls
+        self.count = 0
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        if self.urls:
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(2.0 if self.count else 0.3):
+            for url in self.urls:
+                try:
+                    with urllib.request.urlopen(url, timeout=2) as response:
+                        response.read()
+                    self.count += 1
+                except OSError as exc:
+                    self.errors.append(f"{url}: {exc}")
 
 
 def gateway_path(url: str, cfg: Config) -> list[dict[str, Any]]:
@@ -272,7 +348,12 @@ def report_row(row: dict[str, Any]) -> None:
 def ratios(rows: list[dict[str, Any]]) -> list[str]:
     by = {(r["scenario"], r["inflight"]): r["rate"]["median"] for r in rows}
     ours, node, plain = PAIRS[0][0], PAIRS[1][0], PAIRS[4][0]
-    out = []
+    out = [
+        f"metrics on cost {row['metrics_cost_percent']:+.1f} % of the library pair's calls/s at {row['inflight']} in flight "
+        f"(budget 5 %); CPU per call {row['metrics_cpu_us_per_call'][0]} -> {row['metrics_cpu_us_per_call'][1]} us"
+        for row in rows
+        if "metrics_cost_percent" in row
+    ]
     for (name, inflight), rate in sorted(by.items(), key=lambda kv: kv[0][1]):
         if name != ours:
             continue
@@ -328,10 +409,10 @@ def machine(client: redis.Redis) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smoke mode for CI (under a minute)")
-    parser.add_argument("--only", choices=["rpc", "gateway", "fanout", "memory"], action="append")
+    parser.add_argument("--only", choices=["rpc", "metrics", "gateway", "fanout", "memory"], action="append")
     args = parser.parse_args()
     cfg = QUICK if args.quick else FULL
-    wanted = set(args.only or ["rpc", "gateway", "fanout", "memory"])
+    wanted = set(args.only or ["rpc", "metrics", "gateway", "fanout", "memory"])
     started = time.monotonic()
     with RedisProcess() as server:
         client = redis.Redis.from_url(server.url)
@@ -344,6 +425,8 @@ def main() -> int:
         rows: list[dict[str, Any]] = []
         if "rpc" in wanted:
             rows += rpc_pairs(server.url, cfg, client)
+        if "metrics" in wanted:
+            rows += metrics_cost(server.url, cfg, client)
         if "gateway" in wanted:
             rows += gateway_path(server.url, cfg)
         if "fanout" in wanted:

@@ -1,6 +1,10 @@
 """Load from the library's Caller: N calls in flight for a fixed time (or a fixed count).
 
-python -m bench.library_caller URL CHANNEL INFLIGHT SECONDS [--calls N] [--payload BYTES]
+python -m bench.library_caller URL CHANNEL INFLIGHT SECONDS [--calls N] [--payload BYTES] [--metrics-port P]
+
+Without --metrics-port the caller counts no metrics (the baseline of the metrics-cost row);
+with it, it counts them and serves /metrics on that port. Tracing stays off, as in the
+images (which do not install OpenTelemetry).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import time
 
 from pubsub_rpc import Caller, RpcError, Settings
 from pubsub_rpc.lifecycle import run
+from pubsub_rpc.metrics import served
 
 from .stats import cpu_seconds, emit, rss_mib, summarise
 
@@ -19,8 +24,14 @@ async def main(args: argparse.Namespace) -> None:
     settings = Settings(redis_url=args.url, channel=args.channel, private_replies=not args.shared_replies, call_timeout=10)
     payload = "x" * args.payload
     latencies: list[int] = []
+    caller = Caller(settings, name="bench-caller", metrics=bool(args.metrics_port), tracing=False)
+    with served(args.metrics_port, "127.0.0.1", caller.metric_families):
+        await load(caller, args, payload, latencies)
+
+
+async def load(caller: Caller, args: argparse.Namespace, payload: str, latencies: list[int]) -> None:
     errors = 0
-    async with Caller(settings, name="bench-caller") as caller:
+    async with caller:
         await caller.call("echo", payload)  # the responder is there
         warm_until = time.monotonic() + args.warmup
         while time.monotonic() < warm_until:
@@ -62,6 +73,7 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=0.5)
     parser.add_argument("--payload", type=int, default=100)
     parser.add_argument("--shared-replies", action="store_true", help="no replyTo: for seed-protocol responders")
+    parser.add_argument("--metrics-port", type=int, default=0, help="count metrics and serve them here (0: no metrics)")
     return parser.parse_args()
 
 

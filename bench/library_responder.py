@@ -1,24 +1,35 @@
-"""The library's Responder serving `echo`, until SIGTERM. python -m bench.library_responder URL CHANNEL"""
+"""The library's Responder serving `echo`, until SIGTERM.
+
+python -m bench.library_responder URL CHANNEL [METRICS_PORT]: with a port it counts metrics
+and serves /metrics there; without, it counts none (the metrics-cost row's baseline)."""
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from typing import Any
 
 from pubsub_rpc import Responder, Settings
 from pubsub_rpc.lifecycle import run, stop_event_on_signals
+from pubsub_rpc.metrics import served
 
 
 async def main() -> None:
     url, channel = sys.argv[1], sys.argv[2]
+    metrics_port = int(sys.argv[3]) if len(sys.argv) > 3 else 0
     settings = Settings(redis_url=url, channel=channel, responder_pattern=channel + "_sender", push_interval=0)
-    responder = Responder(settings, name="bench-responder")
+    responder = Responder(settings, name="bench-responder", metrics=bool(metrics_port), tracing=False)
 
     @responder.action("echo")
     def echo(data: Any) -> Any:
         return data
 
     stop = stop_event_on_signals()
+    with served(metrics_port, "127.0.0.1", responder.metric_families):
+        await serve(responder, stop)
+
+
+async def serve(responder: Responder, stop: asyncio.Event) -> None:
     async with responder:
         sys.stdout.write("ready\n")
         sys.stdout.flush()

@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from playwright.sync_api import ConsoleMessage, Locator, Page, Response, expect, sync_playwright
 
@@ -127,6 +128,60 @@ def check_burst(page: Page, count: int = 1000) -> dict[str, float]:
     return result
 
 
+def check_services_panel(page: Page) -> None:
+    """The services alive, from their heartbeats: the responder with its actions, the caller
+    and this gateway, each with a badge."""
+    services = page.locator("#services")
+    responder = services.locator("li[data-kind='responder'][data-service='laravel_like_responder']").first
+    expect(responder).to_contain_text("sum", timeout=15_000)
+    expect(responder).to_contain_text("echo")
+    expect(responder).to_have_attribute("data-state", "ready")
+    expect(responder.locator(".badge")).to_have_text("ready")
+    expect(services.locator("li[data-kind='caller'][data-service='node_like_caller']").first).to_be_visible(timeout=15_000)
+    expect(services.locator("li[data-kind='gateway'][data-service='ws_gateway']").first).to_be_visible(timeout=15_000)
+
+
+def rate_chart(page: Page) -> dict[str, Any]:
+    return dict(
+        page.evaluate(
+            """() => { const c = document.getElementById('chart-rate');
+                       return {total: Number(c.dataset.total || 0), points: JSON.parse(c.dataset.points || '[]'),
+                               t: Number(c.dataset.t || 0), pixels: c.toDataURL()}; }"""
+        )
+    )
+
+
+def check_live_charts_move_during_a_burst(page: Page, count: int = 1000) -> dict[str, float]:
+    """The calls/s chart (stats from the gateway each second) takes in the burst: its data
+    and its pixels change, and the histogram shows the burst's own round trips."""
+    expect(page.locator("#chart-rate")).not_to_have_attribute("data-t", "", timeout=10_000)  # first stats frame
+    before = rate_chart(page)
+    # Every stats frame the page draws from here on, with whether the burst was still running.
+    page.evaluate(
+        """() => { window.rateSeen = []; const c = document.getElementById('chart-rate');
+                   new MutationObserver(() => window.rateSeen.push({total: Number(c.dataset.total),
+                       running: document.getElementById('burst').disabled}))
+                     .observe(c, {attributes: true, attributeFilter: ['data-t']}); }"""
+    )
+    burst = check_burst(page, count)
+    page.wait_for_function(
+        "(n) => Number(document.getElementById('chart-rate').dataset.total) >= n",
+        arg=int(before["total"]) + count,
+        timeout=10_000,
+    )
+    after = rate_chart(page)
+    assert after["t"] > before["t"] and after["points"] != before["points"]
+    assert max(after["points"]) > 0 and after["pixels"] != before["pixels"]
+    seen = page.evaluate("window.rateSeen")
+    assert any(frame["total"] > before["total"] for frame in seen), seen
+    histogram = page.locator("#chart-histogram")
+    expect(histogram).to_have_attribute("data-count", str(count))
+    assert sum(json.loads(histogram.get_attribute("data-bins") or "[]")) == count
+    expect(page.locator("#latency-summary")).to_contain_text("p99")
+    assert float(page.locator("#chart-latency").get_attribute("data-p99") or 0) > 0
+    return burst
+
+
 def check_reconnects(page: Page, restart_gateway: Callable[[], object]) -> None:
     restart_gateway()
     expect(page.locator("#conn-state")).to_contain_text("reconnecting", timeout=15_000)
@@ -161,7 +216,8 @@ def run_all_flows(
         check_timeout(page)
         check_invalid_json_is_caught_before_sending(page)
         check_pushed_event(page)
-        burst = check_burst(page)
+        check_services_panel(page)
+        burst = check_live_charts_move_during_a_burst(page)
         if expect_refresh:
             check_token_refreshed_on_the_open_socket(page)
         ARTIFACTS.mkdir(exist_ok=True)

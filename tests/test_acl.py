@@ -10,17 +10,21 @@ import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 import pytest
 import redis
 import redis.asyncio as aioredis
 from laravel_like_responder.actions import register
 from pubsub_rpc import Caller, ConnectionLost, Responder, Settings
+from pubsub_rpc.presence import beacon_for
 from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, NoPermissionError
 from redis.retry import Retry
 
 from scripts.make_secrets import USERS, password_hash, render_acl
 from scripts.redis_process import RedisProcess
+
+from .conftest import eventually
 
 C = "laravel_database_general"
 PHP = "laravel_database_php"
@@ -54,6 +58,9 @@ def run(server: RedisProcess, user: str | None, *command: str) -> object:
         client.close()
 
 
+# The users whose services run the library, each with its data-path probe channels.
+PROBERS = [("responder", "laravel_like_responder"), ("caller", "node_like_caller"), ("gateway", "ws_gateway")]
+
 # What each service does, and each must keep working (reply channels: <C>.reply.<service>.<random>).
 ALLOWED = [
     ("responder", ("PSUBSCRIBE", f"{C}_sender")),
@@ -69,6 +76,14 @@ ALLOWED = [
     ("gateway", ("SUBSCRIBE", C, f"{C}.reply.ws_gateway.0123abcd")),
     ("gateway", ("PSUBSCRIBE", f"{C}.user.*")),
     ("gateway", ("PUBLISH", f"{C}_sender", "request")),
+    *[
+        (user, (command, f"{C}.probe.{service}.0123abcd", *(["nonce"] if command == "PUBLISH" else [])))
+        for user, service in PROBERS
+        for command in ("SUBSCRIBE", "PUBLISH")
+    ],
+    # Presence heartbeats (pubsub_rpc.presence): every service announces, the gateway listens.
+    *[(user, ("PUBLISH", f"{C}.presence", "heartbeat")) for user in ("responder", "caller", "gateway")],
+    ("gateway", ("SUBSCRIBE", f"{C}.presence")),
     ("seed_caller", ("SUBSCRIBE", C)),
     ("seed_caller", ("PUBLISH", f"{C}_sender", "request")),
     ("seed_responder", ("PSUBSCRIBE", f"{PHP}_sender")),
@@ -82,6 +97,16 @@ ALLOWED = [
 
 # Each refusal, with why it matters.
 REFUSED = [
+    # Another service's probe channel (its readiness could be faked), or a probe pattern.
+    *[
+        (user, (command, f"{C}.probe.{other}.0123abcd", *(["nonce"] if command == "PUBLISH" else [])))
+        for user, _ in PROBERS
+        for _, other in PROBERS
+        if other != dict(PROBERS)[user]
+        for command in ("SUBSCRIBE", "PUBLISH")
+    ],
+    *[(user, ("PSUBSCRIBE", f"{C}.probe.*")) for user, _ in PROBERS],
+    ("seed_caller", ("SUBSCRIBE", f"{C}.probe.node_like_caller.0123abcd")),
     ("caller", ("SUBSCRIBE", f"{C}.reply.ws_gateway.0123abcd")),  # another service's replies
     ("caller", ("SUBSCRIBE", f"{C}.user.alice")),  # a user's private pushes
     ("caller", ("PSUBSCRIBE", "*")),  # everything
@@ -112,6 +137,12 @@ REFUSED = [
     ("seed_responder", ("PSUBSCRIBE", f"{C}_sender")),
     ("seed_responder", ("PUBLISH", f"{C}.user.alice", "fake user push")),
     ("seed_responder", ("PUBLISH", f"{PHP}_sender", "a request to itself")),
+    # Only gateways read heartbeats; seed peers cannot fake one.
+    ("responder", ("SUBSCRIBE", f"{C}.presence")),
+    ("caller", ("SUBSCRIBE", f"{C}.presence")),
+    ("seed_caller", ("SUBSCRIBE", f"{C}.presence")),
+    ("seed_caller", ("PUBLISH", f"{C}.presence", "fake heartbeat")),
+    ("seed_responder", ("PUBLISH", f"{C}.presence", "fake heartbeat")),
     ("healthcheck", ("CLIENT", "SETNAME", "x")),
     ("healthcheck", ("SUBSCRIBE", C)),
     ("healthcheck", ("PUBLISH", C, "x")),
@@ -190,6 +221,7 @@ def as_user(server: RedisProcess, user: str, service: str) -> Settings:
         responder_pattern=f"{C}_sender",  # as compose sets it: exactly its own request channel
         service=service,
         push_interval=0,
+        probe_interval=0.2,
     )
 
 
@@ -204,6 +236,10 @@ async def test_a_round_trip_with_the_real_users(acl_redis: RedisProcess, user: s
             await responder.push("configs", {"locale": "en"})
             async with asyncio.timeout(5):
                 assert (await anext(events)).data == {"locale": "en"}
+        # Both data-path probes go round under these users' rights: ready for several intervals.
+        await eventually(lambda: caller.probe.received >= 3 and responder.probe.received >= 3, 10, "probes back")
+        assert caller.ready and responder.ready
+        assert caller._subscriber.liveness_failures["probe"] == 0 == responder._subscriber.liveness_failures["probe"]
 
 
 async def test_a_user_push_reaches_the_gateway_user(acl_redis: RedisProcess) -> None:
@@ -218,6 +254,37 @@ async def test_a_user_push_reaches_the_gateway_user(acl_redis: RedisProcess) -> 
             assert await responder.push("notice", {"n": 1}, channel=f"{C}.user.alice") == 1
             message = await pubsub.get_message(timeout=5)
             assert message is not None and message["channel"] == f"{C}.user.alice".encode()
+    finally:
+        await gateway.aclose()
+
+
+async def test_heartbeats_of_the_real_users_reach_the_gateway_user(acl_redis: RedisProcess) -> None:
+    """Each service's presence beacon, on its own publisher under its own user, reaches a
+    subscriber logged in as the gateway user."""
+    gateway = aioredis.Redis(port=acl_redis.port, username="gateway", password=PASSWORDS["gateway"], protocol=2, socket_timeout=5)
+    responder = Responder(as_user(acl_redis, "responder", "laravel_like_responder"))
+    register(responder)
+    try:
+        async with gateway.pubsub() as pubsub, responder, Caller(as_user(acl_redis, "caller", "node_like_caller")) as caller:
+            await pubsub.subscribe(f"{C}.presence")
+            confirmation = await pubsub.get_message(timeout=5)
+            assert confirmation is not None and confirmation["type"] == "subscribe"
+            async with asyncio.TaskGroup() as beacons:
+                tasks = [
+                    beacons.create_task(beacon_for(caller, "caller").run()),
+                    beacons.create_task(beacon_for(responder, "responder").run()),
+                ]
+                heard: dict[str, Any] = {}
+                async with asyncio.timeout(10):
+                    while len(heard) < 2:
+                        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)
+                        if message is not None:
+                            body = orjson.loads(message["data"])
+                            heard[body["kind"]] = body
+                for task in tasks:
+                    task.cancel()
+            assert heard["responder"]["service"] == "laravel_like_responder" and "sum" in heard["responder"]["actions"]
+            assert heard["caller"]["service"] == "node_like_caller" and heard["caller"]["ready"] is True
     finally:
         await gateway.aclose()
 

@@ -72,7 +72,7 @@ def check_parse(text: str | bytes) -> None:
         assert frame.action
         assert frame.timeout is None or 0 < frame.timeout <= MAX_TIMEOUT
     else:
-        assert isinstance(frame, frames.AuthFrame)
+        assert isinstance(frame, frames.AuthFrame | frames.WatchFrame)
 
 
 @settings(deadline=None)  # no wall-clock bound: the machine may be busy

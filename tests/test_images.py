@@ -35,6 +35,7 @@ def test_each_image_installs_the_lock_byte_compiles_and_runs_unprivileged(servic
     user = re.findall(r"^USER (\S+)", text, re.M)
     assert user and not user[-1].startswith(("0", "root")), "the runtime stage must not run as root"
     assert f"ARG SERVICE={service}" in text
+    assert re.search(r"^ENV LOG_FORMAT=json\b", text, re.M), "the images log one JSON object per line"
 
 
 @pytest.mark.parametrize("lock", ["requirements.txt", "requirements-dev.txt"])

@@ -190,6 +190,9 @@ async def test_php_peer_answers_and_pushes_as_a_least_privilege_user(
 
             await eventually(php_listening, timeout=15, what="the PHP peer to subscribe")
             assert await caller.call("sum", [1, 2, 3]) == {"total": 6}
+            # A seed-era peer ignores the envelope's trace-context headers.
+            traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+            assert await caller.call("sum", [1, 2], headers={"traceparent": traceparent, "tracestate": "a=b"}) == {"total": 3}
             async with asyncio.timeout(10):
                 push = await anext(event async for event in events if event.action == "php_peer")
     finally:

@@ -6,10 +6,12 @@ import asyncio
 import contextlib
 import logging
 
-from pubsub_rpc import Responder
+from pubsub_rpc import Responder, Settings
 from pubsub_rpc.errors import ConnectionLost
 from pubsub_rpc.health import beat
 from pubsub_rpc.lifecycle import configure_logging, load_settings, run, stop_event_on_signals
+from pubsub_rpc.metrics import served
+from pubsub_rpc.presence import beacon_for
 
 from .actions import main_configs, register
 
@@ -26,17 +28,22 @@ async def push_configs(responder: Responder, interval: float) -> None:
 
 async def main() -> None:
     settings = load_settings("laravel_like_responder", source="laravel", service="laravel_like_responder")
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     stop = stop_event_on_signals()
     responder = Responder(settings, name="laravel_like_responder")
     register(responder)
+    with served(settings.metrics_port, settings.metrics_host, responder.metric_families):
+        await serve(responder, settings, stop)
+
+
+async def serve(responder: Responder, settings: Settings, stop: asyncio.Event) -> None:
     async with responder, asyncio.TaskGroup() as background:
         log.info(
             "serving %d actions on pattern %s (replies on <channel> or replyTo)",
             len(responder.actions),
             settings.responder_pattern,
         )
-        tasks = []
+        tasks = [background.create_task(beacon_for(responder, "responder").run())]
         if settings.push_interval > 0:
             tasks.append(background.create_task(push_configs(responder, settings.push_interval)))
         if settings.heartbeat_file:

@@ -15,6 +15,8 @@ import orjson
 from pubsub_rpc import Caller, RpcError, Settings
 from pubsub_rpc.health import beat
 from pubsub_rpc.lifecycle import configure_logging, load_settings, run, stop_event_on_signals
+from pubsub_rpc.metrics import served
+from pubsub_rpc.presence import beacon_for
 
 from .scenario import _short, call_peer_forever, run_scenario
 
@@ -23,14 +25,20 @@ log = logging.getLogger("node_like_caller")
 
 async def demo(settings: Settings) -> None:
     stop = stop_event_on_signals()
+    caller = Caller(settings, name="node_like_caller")
+    with served(settings.metrics_port, settings.metrics_host, caller.metric_families):
+        await demo_with(caller, settings, stop)
+
+
+async def demo_with(caller: Caller, settings: Settings, stop: asyncio.Event) -> None:
     async with contextlib.AsyncExitStack() as stack:
-        caller = await stack.enter_async_context(Caller(settings, name="node_like_caller"))
+        await stack.enter_async_context(caller)
         peer = None
         if settings.peer_channel:  # the `peers` profile: a PHP responder on its own base channel
             peer_settings = dataclasses.replace(settings, channel=settings.peer_channel)
             peer = await stack.enter_async_context(Caller(peer_settings, name=f"peer:{settings.peer_channel}"))
         tasks = await stack.enter_async_context(asyncio.TaskGroup())
-        background = [tasks.create_task(run_scenario(caller))]
+        background = [tasks.create_task(run_scenario(caller)), tasks.create_task(beacon_for(caller, "caller").run())]
         if peer is not None:
             background.append(tasks.create_task(call_peer_forever(peer, settings.peer_interval)))
         if settings.heartbeat_file:
@@ -74,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.stderr.write(f"error: DATA is not valid JSON: {exc}\n")
             return 2
         return run(lambda: one_call(settings, args.action, data, args.timeout))
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     return run(lambda: demo(settings))
 
 

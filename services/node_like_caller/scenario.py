@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 from pubsub_rpc import Caller, NoResponder, RpcError
+from pubsub_rpc.logs import call_fields
 
 log = logging.getLogger("node_like_caller")
 
@@ -52,10 +53,12 @@ async def run_scenario(caller: Caller) -> None:
             result = await caller.call(action, data, timeout=timeout)
         except RpcError as exc:
             elapsed = (time.perf_counter() - started) * 1000
-            log.info("  %-15s %-22s -> %s: %s (%.2f ms)", action, _short(data, 22), exc.code, exc.message, elapsed)
+            fields = call_fields(action=action, caller=caller.settings.source, code=exc.code, duration_ms=elapsed)
+            log.info("  %-15s %-22s -> %s: %s (%.2f ms)", action, _short(data, 22), exc.code, exc.message, elapsed, extra=fields)
         else:
             elapsed = (time.perf_counter() - started) * 1000
-            log.info("  %-15s %-22s -> ok %s (%.2f ms)", action, _short(data, 22), _short(result), elapsed)
+            fields = call_fields(action=action, caller=caller.settings.source, code="ok", duration_ms=elapsed)
+            log.info("  %-15s %-22s -> ok %s (%.2f ms)", action, _short(data, 22), _short(result), elapsed, extra=fields)
 
 
 async def call_peer_forever(caller: Caller, interval: float) -> None:

@@ -17,7 +17,7 @@ log = logging.getLogger("ws_gateway")
 
 def main() -> None:
     settings = load_settings("ws_gateway", source="ws_gateway", service="ws_gateway")
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     try:
         app = create_app(settings)
     except ConfigError as exc:

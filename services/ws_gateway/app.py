@@ -7,7 +7,8 @@ browser tokens cannot be verified (no secret or key outside demo mode).
 
 Modules, one job each: guards (Host, Origin, subprotocol), auth (tokens), limits (slots,
 rate, counters), session (one WebSocket), users (per-user pushes), clients (writing
-frames), frames (the JSON frames).
+frames), frames (the JSON frames), and for the page's live view: livestats (the last
+minute of calls), presence (the services alive) and live (the feed to watching sockets).
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ from typing import Any
 
 from aiohttp import web
 from pubsub_rpc import RpcError, Settings
+from pubsub_rpc.presence import beacon_for
 
 from . import session
 from .auth import AuthFailed, split_list
+from .observability import install as install_metrics
 from .state import Gateway
 
 log = logging.getLogger(__name__)
@@ -34,7 +37,7 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 GATEWAY = web.AppKey("gateway", Gateway)
 DESCRIPTIONS_REFRESH = 60.0  # seconds between fetches of the `actions` descriptions
-# Probes and Prometheus (which scrapes each container by IP) may use any Host name.
+# Probes and Prometheus may use any Host (pod IP, service name); nothing there can call actions.
 UNGUARDED = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
@@ -45,14 +48,18 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     # and the links keep retrying however long Redis is away.
     start = asyncio.create_task(caller.start(connect_timeout=None), name="caller-start")
     gateway.users.subscriber.start()
+    gateway.presence.subscriber.start()
     caller.add_event_handler(gateway.fan_out)
     describe = asyncio.create_task(fetch_descriptions(gateway), name="fetch-descriptions")
+    beacon = asyncio.create_task(beacon_for(caller, "gateway", ready=lambda: gateway.ready).run(), name="presence-beacon")
     yield
-    for task in (describe, start):
+    await gateway.live.close()
+    for task in (beacon, describe, start):
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, RpcError):
             await task
     await gateway.users.subscriber.close()
+    await gateway.presence.subscriber.close()
     await caller.close()
 
 
@@ -155,6 +162,9 @@ def create_app(settings: Settings) -> web.Application:
         log.warning("GATEWAY_ALLOWED_ACTIONS is empty: browsers can call no action at all")
     app = web.Application(middlewares=[host_guard])
     app[GATEWAY] = gateway
+    install_metrics(
+        app, caller=lambda: gateway.caller, counters=gateway.counters.as_dict, connections=lambda: len(gateway.clients)
+    )
     app.cleanup_ctx.append(redis_ctx)
     app.on_shutdown.append(close_websockets)
     app.router.add_get("/", index)

@@ -91,6 +91,7 @@ class WsClient:
         """Queue an encoded frame (see text_frame); it leaves at the end of this tick."""
         if self.dropped or self.closing:
             return
+        self._counters.frames_out += 1
         if not self._out:
             self._outbox.mark(self)
         self._out.append(frame)

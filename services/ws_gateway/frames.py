@@ -31,11 +31,21 @@ class CallFrame:
     action: str
     data: Any
     timeout: float | None
+    headers: Any = None  # optional W3C trace context; observability.trace_headers filters it
 
 
 @dataclass(slots=True)
 class AuthFrame:
     token: Any  # checked by the verifier, which names what is wrong with it
+
+
+@dataclass(slots=True)
+class WatchFrame:
+    """Start or stop the live view's feeds (`stats` each second, `presence` on change)."""
+
+    stats: bool
+    presence: bool
+    id: None = None  # a watch has no id; error frames about it carry null
 
 
 def _echoable_id(value: Any) -> str | int | None:
@@ -46,7 +56,15 @@ def _echoable_id(value: Any) -> str | int | None:
     return value
 
 
-def parse(text: str | bytes, max_timeout: float) -> CallFrame | AuthFrame:
+def _watch(frame: dict[str, Any]) -> WatchFrame:
+    wanted = {name: frame.get(name, False) for name in ("stats", "presence")}
+    for name, value in wanted.items():
+        if not isinstance(value, bool):
+            raise BadFrame(f"`{name}` must be true or false")
+    return WatchFrame(wanted["stats"], wanted["presence"])
+
+
+def parse(text: str | bytes, max_timeout: float) -> CallFrame | AuthFrame | WatchFrame:
     try:
         frame = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
@@ -56,10 +74,15 @@ def parse(text: str | bytes, max_timeout: float) -> CallFrame | AuthFrame:
     kind = frame.get("type")
     if kind == "auth":
         return AuthFrame(frame.get("token"))
+    if kind == "watch":
+        return _watch(frame)
     frame_id = _echoable_id(frame.get("id"))
     if kind != "call":
         shown = kind if isinstance(kind, str) and len(kind) <= 40 else type(kind).__name__
-        raise BadFrame(f'unknown frame type {shown!r}; send {{"type": "call", ...}} or {{"type": "auth", ...}}', frame_id)
+        raise BadFrame(
+            f'unknown frame type {shown!r}; send {{"type": "call", ...}}, {{"type": "auth", ...}} or {{"type": "watch", ...}}',
+            frame_id,
+        )
     if frame_id is None:
         raise BadFrame(f"a call needs an `id` (string of at most {MAX_ID_CHARS} characters, or integer) chosen by the client")
     action = frame.get("action")
@@ -70,7 +93,7 @@ def parse(text: str | bytes, max_timeout: float) -> CallFrame | AuthFrame:
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
             raise BadFrame("`timeout` must be a positive number of seconds", frame_id)
         timeout = min(float(timeout), max_timeout)
-    return CallFrame(frame_id, action, frame.get("data"), timeout)
+    return CallFrame(frame_id, action, frame.get("data"), timeout, frame.get("headers"))
 
 
 def parse_call(text: str | bytes, max_timeout: float) -> CallFrame:

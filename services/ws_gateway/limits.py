@@ -16,6 +16,9 @@ ABUSE_STRIKES = 200
 @dataclass(slots=True)
 class Counters:
     connections: int = 0  # accepted WebSockets since start
+    frames_in: int = 0  # text and binary frames read from browsers
+    frames_out: int = 0  # frames queued to browsers (results, errors, events, hello/ready, stats)
+    pushes_fanned_out: int = 0  # push frames queued: one push to N sockets counts N
     refused_total: int = 0  # 1013: GATEWAY_MAX_CONNECTIONS reached
     refused_per_ip: int = 0  # 1013: GATEWAY_MAX_CONNECTIONS_PER_IP reached
     refused_host: int = 0  # 403: Host not in GATEWAY_ALLOWED_HOSTS
@@ -38,6 +41,7 @@ class Counters:
     user_pushes: int = 0  # per-user pushes delivered to at least one socket
     user_pushes_unrouted: int = 0  # per-user pushes for a sub with no socket here, or unreadable
     events_unencodable: int = 0  # pushes or replies JSON could not re-encode for browsers
+    presence_malformed: int = 0  # presence heartbeats dropped: unreadable, or too many instances
 
     def as_dict(self) -> dict[str, int]:
         return dataclasses.asdict(self)

@@ -20,6 +20,7 @@ from .auth import CLOSE_EXPIRED, CLOSE_UNAUTHENTICATED, AuthFailed
 from .clients import CLOSE_TIMEOUT, WsClient
 from .guards import PROTOCOL, bearer_from_protocols
 from .limits import ABUSE_STRIKES, CLOSE_ABUSE, CLOSE_TRY_AGAIN_LATER, TokenBucket
+from .observability import trace_headers
 from .state import Gateway
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,7 @@ async def serve(
         client.set_timer(settings.gateway_auth_timeout, lambda: auth_deadline(gateway, client))
     try:
         async for message in ws:
+            counters.frames_in += 1
             if client.closing:
                 continue  # a close is under way: drain the socket, answer nothing
             if message.type is WSMsgType.TEXT:
@@ -105,6 +107,7 @@ async def serve(
         if isinstance(ws.exception(), TimeoutError):
             counters.idle_closed += 1
         gateway.clients.discard(client)
+        gateway.live.forget(client)
         if client.identity is not None:
             gateway.users.remove(client.identity.sub, client)
         await client.shutdown()
@@ -149,6 +152,13 @@ def handle_text(gateway: Gateway, client: WsClient, text: str) -> None:
     if identity is None:
         counters.unauthenticated += 1
         client.send(frames.error(frame.id, "unauthenticated", 'send {"type": "auth", "token": "..."} first'))
+        return
+    if isinstance(frame, frames.WatchFrame):
+        if not settings.gateway_live_view:
+            counters.forbidden += 1
+            client.send(frames.error(None, "forbidden", "the live view is off on this gateway (GATEWAY_LIVE_VIEW)"))
+        else:
+            gateway.live.watch(client, frame.stats, frame.presence)
         return
     if frame.action not in identity.actions:
         counters.forbidden += 1
@@ -202,7 +212,8 @@ def token_expired(gateway: Gateway, client: WsClient) -> None:
 def start_call(gateway: Gateway, client: WsClient, call: frames.CallFrame) -> None:
     started = time.perf_counter()
     try:
-        future = gateway.caller.start_call(call.action, call.data, timeout=call.timeout)
+        headers = trace_headers(call.headers) if call.headers is not None else None
+        future = gateway.caller.start_call(call.action, call.data, timeout=call.timeout, headers=headers)
     except InvalidRequest:  # raised before sending: `data` JSON cannot re-encode (too deep)
         gateway.counters.bad_frames += 1
         client.send(frames.error(call.id, "bad_frame", "`data` cannot be sent as JSON (nested deeper than 254 levels?)"))
@@ -222,6 +233,7 @@ def reply(gateway: Gateway, client: WsClient, call_id: str | int, started: float
         return
     elapsed = (time.perf_counter() - started) * 1000
     exc = done.exception()
+    gateway.live.stats.record(elapsed, exc is not None)
     if exc is None:
         frame = frames.result(call_id, done.result(), elapsed)
         if frame is None:

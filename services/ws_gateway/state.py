@@ -12,6 +12,9 @@ from .auth import TokenVerifier
 from .clients import Outbox, WsClient
 from .guards import RequestGuard
 from .limits import ConnectionSlots, Counters
+from .live import LiveFeed
+from .livestats import LiveStats
+from .presence import PresenceListener
 from .users import UserPushes
 
 
@@ -24,6 +27,8 @@ class Gateway:
     counters: Counters
     caller: Caller
     users: UserPushes
+    presence: PresenceListener
+    live: LiveFeed
     outbox: Outbox = field(default_factory=Outbox)
     clients: weakref.WeakSet[WsClient] = field(default_factory=weakref.WeakSet)
     descriptions: dict[str, str] = field(default_factory=dict)  # allowed action -> description
@@ -32,6 +37,7 @@ class Gateway:
     def from_settings(cls, settings: Settings) -> Gateway:
         """Raises auth.ConfigError when tokens cannot be verified as configured."""
         counters = Counters()
+        presence = PresenceListener(settings, counters)
         return cls(
             settings=settings,
             verifier=TokenVerifier.from_settings(settings),
@@ -40,6 +46,8 @@ class Gateway:
             counters=counters,
             caller=Caller(settings, name="ws_gateway"),
             users=UserPushes(settings, counters),
+            presence=presence,
+            live=LiveFeed(LiveStats(), presence.board),
         )
 
     @property
@@ -52,7 +60,10 @@ class Gateway:
         if frame is None:
             self.counters.events_unencodable += 1
             return
+        delivered = 0
         for client in list(self.clients):
             identity = client.identity
             if identity is not None and (identity.events is None or event.action in identity.events):
                 client.send(frame)
+                delivered += 1
+        self.counters.pushes_fanned_out += delivered

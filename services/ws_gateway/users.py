@@ -70,3 +70,4 @@ class UserPushes:
         self._counters.user_pushes += 1
         for client in list(clients):
             client.send(frame)
+        self._counters.pushes_fanned_out += len(clients)

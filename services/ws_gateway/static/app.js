@@ -6,6 +6,8 @@
 // as the first frame, and sends a fresh one before it expires. The token is never put in
 // the URL.
 
+import { drawHistogram, drawLatency, drawRate, showServices } from "./live.js";
+
 const MAX_CALL_ROWS = 100;
 const MAX_EVENTS = 50;
 const $ = (id) => document.getElementById(id);
@@ -27,8 +29,10 @@ async function fetchDemoToken(current) {
 }
 
 class Gateway {
-  constructor(url, { onState, onEvent, onHello, onReady, onNotice }) {
+  constructor(url, { onState, onEvent, onHello, onReady, onNotice, onStats, onPresence }) {
     this.url = url;
+    this.onStats = onStats;
+    this.onPresence = onPresence;
     this.onState = onState;
     this.onEvent = onEvent;
     this.onHello = onHello;
@@ -97,8 +101,12 @@ class Gateway {
       this.attempt = 0;
       this.onState("open", "");
       this.onReady(frame);
+      // The live view: stats once a second and the services alive (again after a reconnect).
+      this.ws.send(JSON.stringify({ type: "watch", stats: true, presence: true }));
       return;
     }
+    if (frame.type === "stats") { this.onStats(frame); return; }
+    if (frame.type === "presence") { this.onPresence(frame); return; }
     if (frame.type === "event") { this.onEvent(frame); return; }
     if (frame.type === "error" && (frame.code === "forbidden" || frame.code === "rate_limited" || frame.code === "unauthenticated")) {
       this.onNotice(`${frame.code}: ${frame.message}`);
@@ -276,15 +284,27 @@ async function runBurst(gateway) {
   await Promise.all(Array.from({ length: Math.min(window, total) }, worker));
   const seconds = (performance.now() - started) / 1000;
   latencies.sort((a, b) => a - b);
+  lastBurst = latencies;
   const result = {
     count: latencies.length + errors, errors,
     p50: percentile(latencies, 50), p99: percentile(latencies, 99),
     perSecond: (latencies.length + errors) / seconds,
   };
   out.dataset.result = JSON.stringify(result);
+  $("histogram-summary").textContent = drawHistogram($("chart-histogram"), latencies);
   out.textContent = `${result.count} calls, ${errors} errors, p50 ${result.p50.toFixed(2)} ms, ` +
     `p99 ${result.p99.toFixed(2)} ms, ${Math.round(result.perSecond)} calls/s (window ${window})`;
   button.disabled = false;
+}
+
+// The last stats frame, redrawn on resize so the charts stay sharp at any width.
+let lastStats = null;
+let lastBurst = [];
+
+function showStats(stats) {
+  lastStats = stats;
+  $("rate-summary").textContent = drawRate($("chart-rate"), stats);
+  $("latency-summary").textContent = drawLatency($("chart-latency"), stats);
 }
 
 function main() {
@@ -294,6 +314,8 @@ function main() {
     onEvent: addEvent,
     onNotice: showNotice,
     onHello: (hello) => showDemoBanner(hello.demo),
+    onStats: showStats,
+    onPresence: (frame) => showServices($("services"), frame.services),
     onReady: async (ready) => {
       $("whoami").textContent = `signed in as ${ready.sub}`;
       $("whoami").dataset.refreshes = String(gateway.refreshes);
@@ -313,6 +335,13 @@ function main() {
   $("data").addEventListener("input", parseData);
   $("call-form").addEventListener("submit", (e) => { e.preventDefault(); sendCall(gateway); });
   $("burst-form").addEventListener("submit", (e) => { e.preventDefault(); runBurst(gateway); });
+  showStats(null);
+  drawHistogram($("chart-histogram"), lastBurst);
+  new ResizeObserver(() => {
+    drawRate($("chart-rate"), lastStats);
+    drawLatency($("chart-latency"), lastStats);
+    drawHistogram($("chart-histogram"), lastBurst);
+  }).observe($("live"));
 }
 
 main();

@@ -15,7 +15,7 @@ from .errors import (
     UnknownAction,
 )
 from .protocol import Event
-from .responder import Responder
+from .responder import Responder, current_request
 from .settings import Settings
 
 __all__ = [
@@ -34,4 +34,5 @@ __all__ = [
     "Settings",
     "Unavailable",
     "UnknownAction",
+    "current_request",
 ]

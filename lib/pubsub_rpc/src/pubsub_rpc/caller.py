@@ -21,11 +21,18 @@ import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
+from time import perf_counter
 from typing import Any
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
 from . import protocol
+from . import tracing as traces
 from .errors import CallTimeout, ConnectionLost, InvalidRequest, NoResponder, RequestTooLarge, RpcError
 from .link import Publisher, Subscriber
+from .logs import call_fields
+from .metrics import READY_HELP, LatencyTable, counter, gauge, link_families
+from .probe import Probe, probe_channel
 from .protocol import Event, MalformedMessage
 from .ratelog import RateLimitedLog
 from .settings import Settings
@@ -42,7 +49,18 @@ ID_BATCH = 256  # ids drawn from one os.urandom call: a syscall per call would c
 class Caller:
     """Use as ``async with Caller(settings) as caller:``; connections live inside the block."""
 
-    def __init__(self, settings: Settings | None = None, *, name: str = "caller") -> None:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        name: str = "caller",
+        metrics: bool = True,
+        tracing: bool | None = None,
+        tracer_provider: Any = None,
+    ) -> None:
+        """``metrics=False`` skips the per-call latency count (for the bench's baseline);
+        ``tracing`` (default: whether OpenTelemetry's API is installed) creates spans,
+        from ``tracer_provider`` (default: OpenTelemetry's global one)."""
         self.settings = settings or Settings()
         self.name = name
         self.caller_id = secrets.token_hex(ID_BYTES)
@@ -58,9 +76,10 @@ class Caller:
         self._max_message_bytes = self.settings.max_message_bytes
         self._ids: list[str] = []
         self._request_channel = self.settings.request_channel
-        # requestId -> (future, deadline tick, action, timeout); removed by whichever comes
-        # first: the reply, the timeout, "nobody listening", cancellation or a lost connection.
-        self._pending: dict[str, tuple[asyncio.Future[Any], int, str, float]] = {}
+        # requestId -> (future, deadline tick, action, timeout, perf_counter at the start);
+        # removed by whichever comes first: the reply, the timeout, "nobody listening",
+        # cancellation or a lost connection.
+        self._pending: dict[str, tuple[asyncio.Future[Any], int, str, float, float]] = {}
         self._deadlines: dict[int, set[str]] = {}  # tick -> requestIds due then
         self._deadline_timers: dict[int, asyncio.TimerHandle] = {}
         self._event_handlers: list[EventHandler] = []
@@ -70,11 +89,25 @@ class Caller:
         if self.settings.private_replies:
             channels.append(self.reply_channel)
         url, interval = self.settings.redis_dsn, self.settings.health_check_interval
-        self._subscriber = Subscriber(url, f"{name}-sub", self._on_message, channels=channels, health_check_interval=interval)
+        probe = probe_channel(self.settings.probe_prefix, self.settings.service)
+        self._subscriber = Subscriber(
+            url, f"{name}-sub", self._on_message, channels=channels, health_check_interval=interval, probe_channel=probe
+        )
         self._publisher = Publisher(url, f"{name}-pub", interval)
         self._subscriber.on_disconnect(self._fail_pending)
+        self.probe = Probe(self._subscriber, self._publisher, probe, self.settings.probe_interval)
         self.malformed = 0
         self._bad_input = RateLimitedLog(log)  # anyone may publish on the shared channel
+        # Hot-path metrics: plain numbers, turned into Prometheus families when scraped.
+        self.latency: LatencyTable | None = LatencyTable() if metrics else None
+        # Successes in the current socket read, by action: their start times. They all end
+        # when the read arrived, so they are binned together at its end (_count_read).
+        self._read_starts: dict[str, list[float]] | None = {} if self.latency is not None else None
+        if self.latency is not None:
+            self._subscriber.on_read_end = self._count_read
+        self._tracing = traces.enabled() if tracing is None else tracing and traces.enabled()
+        self._tracer = traces.tracer(tracer_provider) if self._tracing else None
+        self._spans: dict[str, Any] = {}  # requestId -> its CLIENT span, while tracing
 
     async def __aenter__(self) -> Caller:
         await self.start()
@@ -96,9 +129,11 @@ class Caller:
         except BaseException:
             await self.close()  # `async with` will not call __aexit__ for us
             raise
+        self.probe.start()
 
     async def close(self) -> None:
         self._closed = True
+        await self.probe.close()
         await self._subscriber.close()
         await self._publisher.close()
         self._fail_pending()
@@ -107,7 +142,8 @@ class Caller:
 
     @property
     def ready(self) -> bool:
-        return self._subscriber.ready.is_set() and self._publisher.ready.is_set()
+        """Both connections up and the data path proven within RPC_PROBE_INTERVAL."""
+        return self._subscriber.ready.is_set() and self._publisher.ready.is_set() and self.probe.ok
 
     @property
     def pending_count(self) -> int:
@@ -115,26 +151,37 @@ class Caller:
 
     # -- calls -----------------------------------------------------------------------
 
-    async def call(self, action: str, data: Any = None, *, timeout: float | None = None) -> Any:
+    async def call(
+        self, action: str, data: Any = None, *, timeout: float | None = None, headers: dict[str, str] | None = None
+    ) -> Any:
         """Run ``action`` remotely and return its result.
 
-        Raises CallTimeout, NoResponder, ConnectionLost, or a RemoteError subclass named by
-        the reply's code (UnknownAction, InvalidRequest, HandlerError, Overloaded, ...).
+        ``headers`` go in the envelope as they are (W3C ``traceparent``/``tracestate``: see
+        pubsub_rpc.tracing). Raises CallTimeout, NoResponder, ConnectionLost, or a
+        RemoteError subclass named by the reply's code (UnknownAction, InvalidRequest,
+        HandlerError, Overloaded, ...).
         """
-        request_id, future = self._start(action, data, timeout)
+        request_id, future = self._start(action, data, timeout, headers)
         try:
             return await future
         except asyncio.CancelledError:
-            self._settle(request_id)
+            entry = self._settle(request_id)
+            if entry is not None:
+                self._done(request_id, entry[1], "cancelled", entry[3])
             raise
 
-    def start_call(self, action: str, data: Any = None, *, timeout: float | None = None) -> asyncio.Future[Any]:
+    def start_call(
+        self, action: str, data: Any = None, *, timeout: float | None = None, headers: dict[str, str] | None = None
+    ) -> asyncio.Future[Any]:
         """Send the request now and return a future for its result (or named error), for
-        code that reacts in a callback rather than awaiting, like the gateway. Cancelling
-        the future does not stop the remote work; its bookkeeping ends at the timeout."""
-        return self._start(action, data, timeout)[1]
+        code that reacts in a callback rather than awaiting, like the gateway (which passes
+        a browser's ``traceparent`` in ``headers``). Cancelling the future does not stop the
+        remote work; its bookkeeping ends at the timeout."""
+        return self._start(action, data, timeout, headers)[1]
 
-    def _start(self, action: str, data: Any, timeout: float | None) -> tuple[str, asyncio.Future[Any]]:
+    def _start(
+        self, action: str, data: Any, timeout: float | None, headers: dict[str, str] | None = None
+    ) -> tuple[str, asyncio.Future[Any]]:
         if not self._subscriber.ready.is_set():
             raise ConnectionLost(f"{self.name}: not subscribed to the reply channel (Redis down?)")
         timeout = self._default_timeout if timeout is None else timeout
@@ -143,17 +190,31 @@ class Caller:
             request_id = self._ids.pop()
         except IndexError:
             request_id = self._new_ids()
+        span = None
+        if self._tracing:
+            span, headers = traces.client_span(self._tracer, action, self._request_channel, request_id, headers)
         try:
             payload = protocol.encode_request(
-                action, data, request_id, self._source, self._reply_to, int((time.time() + timeout) * 1000)
+                action, data, request_id, self._source, self._reply_to, int((time.time() + timeout) * 1000), headers
             )
         except TypeError as exc:
+            if span is not None:
+                traces.end(span, InvalidRequest.code)
             raise self._unencodable(action, exc) from None
         if len(payload) > self._max_message_bytes:
+            if span is not None:
+                traces.end(span, RequestTooLarge.code)
             raise self._too_large(action, payload)
         future: asyncio.Future[Any] = loop.create_future()
         # Published first: if Redis is down this raises before anything is registered.
-        self._publisher.publish_request(self._request_channel, payload, self._after_publish, request_id)
+        try:
+            self._publisher.publish_request(self._request_channel, payload, self._after_publish, request_id)
+        except ConnectionLost:
+            if span is not None:
+                traces.end(span, ConnectionLost.code)
+            raise
+        if span is not None:
+            self._spans[request_id] = span
         # Timeouts share one loop timer per 10 ms window of deadlines: a timer per call
         # costs more with every call in flight (bench: -20 % at 1,024); a call times out
         # at most TIMEOUT_RESOLUTION late.
@@ -163,7 +224,7 @@ class Caller:
             bucket = self._deadlines[tick] = set()
             self._deadline_timers[tick] = loop.call_at(tick * TIMEOUT_RESOLUTION + TIMER_SLACK, self._expire, tick)
         bucket.add(request_id)
-        self._pending[request_id] = (future, tick, action, timeout)
+        self._pending[request_id] = (future, tick, action, timeout, perf_counter())
         return request_id, future
 
     def _new_ids(self) -> str:
@@ -184,19 +245,45 @@ class Caller:
             "(RPC_MAX_MESSAGE_BYTES) that responders enforce"
         )
 
-    def _settle(self, request_id: str) -> tuple[asyncio.Future[Any], str, float] | None:
-        """Take a call out of the books (reply, error, cancel): (future, action, timeout)."""
+    def _settle(self, request_id: str) -> tuple[asyncio.Future[Any], str, float, float] | None:
+        """Take a call out of the books (reply, error, cancel): (future, action, timeout, start)."""
         entry = self._pending.pop(request_id, None)
         if entry is None:
             return None
-        future, tick, action, timeout = entry
+        future, tick, action, timeout, started = entry
         bucket = self._deadlines.get(tick)
         if bucket is not None:
             bucket.discard(request_id)
             if not bucket:  # drop it now: memory stays bounded by the calls in flight
                 del self._deadlines[tick]
                 self._deadline_timers.pop(tick).cancel()
-        return future, action, timeout
+        return future, action, timeout, started
+
+    def _count_read(self) -> None:
+        read_starts = self._read_starts
+        if read_starts:
+            end, latency = self._subscriber.read_at, self.latency
+            assert latency is not None
+            for action, starts in read_starts.items():
+                latency.add_ended(action, starts, end)
+            read_starts.clear()
+
+    def _done(self, request_id: str, action: str, code: str, started: float) -> None:
+        """A call ended with ``code`` (``ok`` or its error's): count it, end its span."""
+        latency = self.latency
+        if latency is not None:
+            latency.observe(action, code, perf_counter() - started)
+        if self._spans:
+            span = self._spans.pop(request_id, None)
+            if span is not None:
+                traces.end(span, code)
+
+    def _failed(self, request_id: str, action: str, code: str, started: float, message: str) -> None:
+        """A call that ended without a reply (timeout, nobody listening): counted, and logged
+        rate-limited with its fields, since a flood of them must not flood the log."""
+        self._done(request_id, action, code, started)
+        fields = call_fields(request_id, action, self._source, code, (perf_counter() - started) * 1000)
+        self._bad_input.log(logging.WARNING, code, "%s: %s", self.name, message, extra=fields)
 
     def _after_publish(self, request_id: str, receivers: int | Exception) -> None:
         """PUBLISH's answer: how many subscribers got the request. 0 means nobody is
@@ -204,19 +291,22 @@ class Caller:
         if receivers == 0 or isinstance(receivers, Exception):
             entry = self._settle(request_id)
             if entry is not None:
-                future, action, _ = entry
+                future, action, _, started = entry
+                error = receivers if isinstance(receivers, Exception) else NoResponder(f"nobody listens for {action!r}")
+                code = error.code if isinstance(error, RpcError) else ConnectionLost.code
+                self._failed(request_id, action, code, started, str(error))
                 if not future.done():
-                    if isinstance(receivers, Exception):
-                        future.set_exception(receivers)
-                    else:
-                        future.set_exception(NoResponder(f"no responder is subscribed to receive {action!r}"))
+                    future.set_exception(error)
 
     def _expire(self, tick: int) -> None:
         self._deadline_timers.pop(tick, None)
         for request_id in self._deadlines.pop(tick, ()):
             entry = self._pending.pop(request_id, None)
-            if entry is not None and not entry[0].done():
-                entry[0].set_exception(CallTimeout(f"no reply to {entry[2]!r} within {entry[3]:g}s"))
+            if entry is not None:
+                message = f"no reply to {entry[2]!r} within {entry[3]:g}s"
+                self._failed(request_id, entry[2], CallTimeout.code, entry[4], message)
+                if not entry[0].done():
+                    entry[0].set_exception(CallTimeout(message))
 
     async def notify(self, action: str, data: Any = None) -> int:
         """Fire-and-forget (the seed's ``call2``): no requestId, no reply. Returns how many
@@ -287,11 +377,26 @@ class Caller:
         if entry is None:
             return  # another caller's reply on the shared channel, or one that came too late
         future = entry[0]
-        if not future.done():
-            try:
-                future.set_result(protocol.result_of(message))
-            except RpcError as exc:
+        try:
+            result = protocol.result_of(message)
+        except RpcError as exc:
+            self._done(request_id, entry[1], exc.code, entry[3])
+            if not future.done():
                 future.set_exception(exc)
+        else:
+            # A success, the busiest path: counted inline (see metrics.LatencyTable).
+            read_starts = self._read_starts
+            if read_starts is not None:
+                starts = read_starts.get(entry[1])
+                if starts is None:
+                    starts = read_starts[entry[1]] = []
+                starts.append(entry[3])
+            if self._spans:
+                span = self._spans.pop(request_id, None)
+                if span is not None:
+                    traces.end(span, "ok")
+            if not future.done():
+                future.set_result(result)
 
     def _dispatch_event(self, event: Event) -> None:
         for handler in list(self._event_handlers):
@@ -307,6 +412,24 @@ class Caller:
         for timer in self._deadline_timers.values():
             timer.cancel()
         self._deadline_timers.clear()
-        for future, *_ in pending.values():
+        for request_id, (future, _, action, _, started) in pending.items():
+            self._done(request_id, action, ConnectionLost.code, started)
             if not future.done():
                 future.set_exception(ConnectionLost(f"{self.name}: connection to Redis lost during the call"))
+
+    # -- metrics ---------------------------------------------------------------------
+
+    def metric_families(self) -> list[HistogramMetricFamily | CounterMetricFamily | GaugeMetricFamily]:
+        """This caller's Prometheus families, built from its plain counters (at scrape time)."""
+        families: list[HistogramMetricFamily | CounterMetricFamily | GaugeMetricFamily] = []
+        if self.latency is not None:
+            families.append(
+                self.latency.family("rpc_client_call_duration_seconds", "Calls made, by action and outcome code, and duration")
+            )
+        families += [
+            gauge("rpc_client_calls_in_flight", "Calls sent and not settled yet", len(self._pending)),
+            counter("rpc_client_malformed_messages", "Unreadable messages on the reply and push channels", self.malformed),
+            gauge("rpc_ready", READY_HELP, {self.name: float(self.ready)}, "component"),
+            *link_families([self._subscriber, self._publisher]),
+        ]
+        return families

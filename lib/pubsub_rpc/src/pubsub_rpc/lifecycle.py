@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from .logs import configure_logging
 from .settings import Settings
 
 
@@ -22,13 +22,7 @@ def load_settings(program: str, **defaults: Any) -> Settings:
         raise SystemExit(2) from None
 
 
-def configure_logging(level: str = "INFO") -> None:
-    """One line per record on stdout; called once by each entry point, never on import."""
-    logging.basicConfig(
-        level=level.upper(),
-        stream=sys.stdout,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )
+__all__ = ["configure_logging", "load_settings", "run", "stop_event_on_signals"]
 
 
 def stop_event_on_signals() -> asyncio.Event:

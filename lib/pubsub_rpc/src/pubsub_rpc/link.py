@@ -19,6 +19,7 @@ import logging
 import random
 from collections import deque
 from collections.abc import Callable, Iterable
+from time import perf_counter
 from typing import Any
 
 import hiredis
@@ -63,6 +64,15 @@ class Link:
         self._task: asyncio.Task[None] | None = None
         self._disconnect_callbacks: list[Callable[[], None]] = []
         self._got_data = False  # since the watchdog last looked
+        # perf_counter() when the current read arrived: one clock read per socket read, shared
+        # by every message in it (the metrics' timestamps).
+        self.read_at = 0.0
+        self.reading = False  # True while the messages of one read are being handled
+        # Called after each read's messages (the responder bins that read's latencies at once).
+        self.on_read_end: Callable[[], None] | None = None
+        # Plain ints for the metrics (pubsub_rpc.metrics reads them at scrape time).
+        self.connects = 0
+        self.liveness_failures: dict[str, int] = {"ping": 0, "probe": 0}
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -79,6 +89,17 @@ class Link:
 
     def on_disconnect(self, callback: Callable[[], None]) -> None:
         self._disconnect_callbacks.append(callback)
+
+    @property
+    def reconnects(self) -> int:
+        return max(self.connects - 1, 0)
+
+    def drop(self, reason: str) -> None:
+        """Abort the connection (it reconnects and, for a subscriber, resubscribes), counted
+        as a liveness failure: for a connection that is up but no longer does its job."""
+        self.liveness_failures[reason] = self.liveness_failures.get(reason, 0) + 1
+        if self._transport is not None:
+            self._transport.abort()
 
     async def wait_ready(self, timeout: float | None) -> None:
         """Wait until connected (and subscribed); ``None`` waits as long as it takes."""
@@ -102,6 +123,7 @@ class Link:
                 delay = min(delay * 2, BACKOFF_MAX)
                 continue
             delay = BACKOFF_INITIAL
+            self.connects += 1
             try:
                 # redis-py keeps its StreamWriter private; after the handshake its transport is ours.
                 await self._serve(connection._writer.transport)  # type: ignore[union-attr,arg-type]
@@ -136,6 +158,7 @@ class Link:
             await asyncio.sleep(self._health_check_interval)
             if not self._got_data:
                 log.warning("%s: no answer to PING; dropping the connection", self.name)
+                self.liveness_failures["ping"] += 1
                 transport.abort()
                 return
 
@@ -184,6 +207,8 @@ class _LinkProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         link = self._link
         link._got_data = True
+        link.read_at = perf_counter()
+        link.reading = True
         try:
             self._parser.feed(data)
             reply = self._parser.gets()
@@ -192,6 +217,10 @@ class _LinkProtocol(asyncio.Protocol):
                 reply = self._parser.gets()
         except hiredis.ProtocolError as exc:
             self._close(exc)
+        finally:
+            link.reading = False
+        if link.on_read_end is not None:
+            link.on_read_end()
 
     def eof_received(self) -> bool:
         self._close(EOFError("closed by the server"))
@@ -310,6 +339,7 @@ class Subscriber(Link):
         health_check_interval: float = 15.0,
         max_channel_bytes: int = 0,
         on_bad_channel: BadChannelHandler | None = None,
+        probe_channel: str = "",
     ) -> None:
         super().__init__(redis_url, name, health_check_interval)
         self._handler = handler
@@ -320,11 +350,22 @@ class Subscriber(Link):
         self._channels = [c.encode() for c in channels]
         self._patterns = [p.encode() for p in patterns]
         self._pending_confirmations = 0
+        # The data-path probe's channel (pubsub_rpc.probe): SUBSCRIBEd in a command of its
+        # own (an ACL may grant it in a selector of its own), its messages go to on_probe.
+        self._probe = probe_channel.encode()
+        self.on_probe: Callable[[bytes], None] = lambda nonce: None
+        self._subscribed_callbacks: list[Callable[[], None]] = []
+
+    def on_subscribed(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` each time every subscription is confirmed (connect, reconnect)."""
+        self._subscribed_callbacks.append(callback)
 
     def _on_connected(self) -> None:
-        self._pending_confirmations = len(self._channels) + len(self._patterns)
+        self._pending_confirmations = len(self._channels) + len(self._patterns) + (1 if self._probe else 0)
         if self._channels:
             self._write(_command(b"SUBSCRIBE", *self._channels))
+        if self._probe:
+            self._write(_command(b"SUBSCRIBE", self._probe))
         if self._patterns:
             self._write(_command(b"PSUBSCRIBE", *self._patterns))
         if not self._pending_confirmations:
@@ -341,6 +382,9 @@ class Subscriber(Link):
             return
         kind = reply[0]
         if kind == b"message":
+            if reply[1] == self._probe:
+                self.on_probe(reply[2])
+                return
             self._dispatch(reply[1], reply[2])
         elif kind == b"pmessage":
             self._dispatch(reply[2], reply[3])
@@ -349,6 +393,8 @@ class Subscriber(Link):
             if self._pending_confirmations == 0:
                 log.info("%s: subscribed to %s", self.name, b", ".join(self._channels + self._patterns).decode())
                 self.ready.set()
+                for callback in self._subscribed_callbacks:
+                    callback()
 
     def _dispatch(self, channel: bytes, data: bytes) -> None:
         if len(channel) > self._max_channel_bytes:

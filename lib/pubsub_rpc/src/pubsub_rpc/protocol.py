@@ -2,7 +2,8 @@
 
 A request is ``{action, data, requestId, source}`` on ``<channel>_sender`` (the seed's
 format). Callers that speak version 1 add ``v: 1`` and may add ``replyTo`` (a private reply
-channel) and ``deadline`` (epoch milliseconds after which the answer is useless).
+channel), ``deadline`` (epoch milliseconds after which the answer is useless) and
+``headers`` (an object of string values: W3C ``traceparent``/``tracestate``).
 
 A reply repeats ``requestId`` and says ``ok``: ``result`` when true, ``error: {code,
 message}`` when false. For seed-era callers (no ``v`` in the request), a dict result is
@@ -21,7 +22,9 @@ import orjson
 from .errors import InvalidRequest, RpcError, error_from_wire
 
 VERSION = 1
-ENVELOPE_KEYS = frozenset({"action", "data", "requestId", "source", "v", "replyTo", "deadline", "ok", "result", "error"})
+ENVELOPE_KEYS = frozenset(
+    {"action", "data", "requestId", "source", "v", "replyTo", "deadline", "headers", "ok", "result", "error"}
+)
 
 
 class MalformedMessage(ValueError):
@@ -49,6 +52,9 @@ class Request:
     reply_to: str | None
     deadline_ms: float | None
     legacy: bool  # seed-era caller: wants the result merged into the reply envelope
+    headers: dict[str, Any] | None = None  # trace context (traceparent, tracestate); not validated further
+    received: float = 0.0  # time.perf_counter() when the responder read it
+    span: Any = None  # the responder's OpenTelemetry span, when tracing is on
 
     def expired(self) -> bool:
         return self.deadline_ms is not None and time.time() * 1000 > self.deadline_ms
@@ -69,6 +75,7 @@ def parse_request(message: dict[str, Any]) -> Request:
     if deadline is not None and (isinstance(deadline, bool) or not isinstance(deadline, (int, float))):
         raise InvalidRequest("deadline must be a number (epoch milliseconds)")
     source = message.get("source")
+    headers = message.get("headers")
     return Request(
         action=action,
         data=message.get("data"),
@@ -77,6 +84,7 @@ def parse_request(message: dict[str, Any]) -> Request:
         reply_to=reply_to,
         deadline_ms=deadline,
         legacy="v" not in message,
+        headers=headers if type(headers) is dict else None,  # anything else: ignored, like an unknown field
     )
 
 
@@ -87,6 +95,7 @@ def encode_request(
     source: str,
     reply_to: str | None = None,
     deadline_ms: int | None = None,
+    headers: dict[str, Any] | None = None,
 ) -> bytes:
     message: dict[str, Any] = {
         "action": action,
@@ -99,6 +108,8 @@ def encode_request(
         message["replyTo"] = reply_to
     if deadline_ms is not None:
         message["deadline"] = deadline_ms
+    if headers:
+        message["headers"] = headers
     return orjson.dumps(message)
 
 

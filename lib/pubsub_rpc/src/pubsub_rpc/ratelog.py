@@ -24,10 +24,12 @@ class RateLimitedLog:
         # reason -> [time of the last line, lines suppressed since]
         self._state: dict[str, list[float]] = {}
 
-    def warning(self, reason: str, message: str, *args: object) -> None:
-        self.log(logging.WARNING, reason, message, *args)
+    def warning(self, reason: str, message: str, *args: object, extra: dict[str, object] | None = None) -> None:
+        self.log(logging.WARNING, reason, message, *args, extra=extra)
 
-    def log(self, level: int, reason: str, message: str, *args: object) -> None:
+    def log(self, level: int, reason: str, message: str, *args: object, extra: dict[str, object] | None = None) -> None:
+        """``extra`` (``logs.call_fields(...)``) goes on the line when it is written: the
+        fields of the first call of a burst, as an example of the rest."""
         if not self._logger.isEnabledFor(level):
             return
         now = self._clock()
@@ -42,7 +44,7 @@ class RateLimitedLog:
         if suppressed:
             message += " (and %d more like it in the last %.0fs)"
             args = (*args, suppressed, now - (state[0] if state is not None else now))
-        self._logger.log(level, message, *args)
+        self._logger.log(level, message, *args, extra=extra)
 
     def suppressed(self, reason: str) -> int:
         """Lines held back for ``reason`` since it last logged (for tests and debugging)."""

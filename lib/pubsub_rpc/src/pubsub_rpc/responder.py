@@ -14,6 +14,10 @@ with up to ``max_backlog`` more queued (and ``max_backlog_bytes`` of raw request
 that the caller gets ``overloaded`` at once. An async handler still running at the
 request's deadline is cancelled and its slot freed: the caller has given up, so no reply.
 
+The request being handled is ``current_request()`` inside a handler (its ``headers`` carry
+the trace context). Each outcome is counted in plain numbers (``stats``, ``latency``) and
+turned into Prometheus families only when scraped (``metric_families``).
+
 Every request with a requestId gets exactly one reply (a result or a named error), unless
 its reply channel breaks the rules in channels.py: then nothing is published, and the
 request is counted as dropped.
@@ -22,23 +26,41 @@ request is counted as dropped.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import logging
 import time
-from collections import deque
+from bisect import bisect_left
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from time import perf_counter
 from typing import Any
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
 from . import protocol
+from . import tracing as traces
 from .channels import ChannelRules
 from .errors import ConnectionLost, HandlerError, InvalidRequest, Overloaded, RemoteError, Unavailable, UnknownAction
 from .link import Publisher, Subscriber
+from .logs import call_fields
+from .metrics import BUCKETS, READY_HELP, LatencyTable, counter, gauge, link_families
+from .probe import Probe, probe_channel
 from .protocol import MalformedMessage, Request
 from .ratelog import RateLimitedLog
 from .settings import Settings
 
 log = logging.getLogger(__name__)
+
+_current: contextvars.ContextVar[Request | None] = contextvars.ContextVar("pubsub_rpc_request", default=None)
+
+
+def current_request() -> Request | None:
+    """The request the running handler serves (action, request_id, source, headers, ...),
+    or None outside a handler. Tasks a handler starts inherit it."""
+    return _current.get()
+
 
 MAX_DEADLINE_DELAY = 86_400.0  # seconds; a deadline further off gets no cancel timer
 
@@ -76,10 +98,28 @@ class ResponderStats:
     rejected_reply_channel: int = 0  # the reply would have gone where replies may not go
     rejected_push_channel: int = 0  # a push asked for a channel pushes may not go to (not a message outcome)
     lost_replies: int = 0  # the reply could not be sent: Redis connection down
+    pushes: int = 0  # pushes published (not a message outcome)
+
+
+# ResponderStats counters exported as rpc_server_messages_dropped_total{reason}: why a
+# message was not served (overloaded and invalid requests are answered with an error).
+DROP_REASONS = ("malformed", "bad_channel", "rejected_reply_channel", "expired", "overloaded", "lost_replies")
+OUTCOMES = ("replied", "errors", "notifications", "expired", "dropped")
 
 
 class Responder:
-    def __init__(self, settings: Settings | None = None, *, name: str = "responder") -> None:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        name: str = "responder",
+        metrics: bool = True,
+        tracing: bool | None = None,
+        tracer_provider: Any = None,
+    ) -> None:
+        """``metrics=False`` skips the per-request latency count (the bench's baseline);
+        ``tracing`` (default: whether OpenTelemetry's API is installed) creates spans,
+        from ``tracer_provider`` (default: OpenTelemetry's global one)."""
         self.settings = settings or Settings()
         self.name = name
         self.actions: dict[str, ActionSpec] = {}
@@ -87,6 +127,7 @@ class Responder:
         self.channels = ChannelRules(self.settings, [self.settings.responder_pattern])
         self._reply_to_verdicts = self.channels.reply_to_verdicts
         url, interval = self.settings.redis_dsn, self.settings.health_check_interval
+        probe = probe_channel(self.settings.probe_prefix, self.settings.service)
         self._subscriber = Subscriber(
             url,
             f"{name}-sub",
@@ -95,8 +136,21 @@ class Responder:
             health_check_interval=interval,
             max_channel_bytes=self.settings.max_channel_bytes,
             on_bad_channel=self._on_bad_channel,
+            probe_channel=probe,
         )
         self._publisher = Publisher(url, f"{name}-pub", interval)
+        self.probe = Probe(self._subscriber, self._publisher, probe, self.settings.probe_interval)
+        self.latency: LatencyTable | None = LatencyTable() if metrics else None
+        self._ok_rows = self.latency.ok if self.latency is not None else None
+        # Successes answered within the current read (sync handlers): they share a duration,
+        # from the read's arrival to its end, after which their replies leave together; so
+        # they are binned once per read (_count_read), not one bisect each.
+        self._read_ok: list[str] = []
+        if self.latency is not None:
+            self._subscriber.on_read_end = self._count_read
+        self._tracing = traces.enabled() if tracing is None else tracing and traces.enabled()
+        self._tracer = traces.tracer(tracer_provider) if self._tracing else None
+        self._debug = False  # a DEBUG line per request: decided once, at start()
         self._running: set[asyncio.Task[None]] = set()
         # Cancelled at their deadline but not finished yet: they hold no slot any more.
         self._abandoned: set[asyncio.Task[None]] = set()
@@ -136,6 +190,7 @@ class Responder:
 
     async def start(self, connect_timeout: float | None = 10.0) -> None:
         self._accepting = True
+        self._debug = log.isEnabledFor(logging.DEBUG)
         self._publisher.start()
         try:
             await self._publisher.wait_ready(connect_timeout)
@@ -145,10 +200,12 @@ class Responder:
             await self._subscriber.close()  # `async with` will not call __aexit__ for us
             await self._publisher.close()
             raise
+        self.probe.start()
 
     @property
     def ready(self) -> bool:
-        return self._subscriber.ready.is_set() and self._publisher.ready.is_set()
+        """Both connections up and the data path proven within RPC_PROBE_INTERVAL."""
+        return self._subscriber.ready.is_set() and self._publisher.ready.is_set() and self.probe.ok
 
     @property
     def in_flight(self) -> int:
@@ -162,6 +219,7 @@ class Responder:
         """Stop taking requests, give those already taken ``drain_timeout`` seconds to finish
         (their replies are sent), then answer the rest with ``unavailable``."""
         self._accepting = False
+        await self.probe.close()
         await self._subscriber.close()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.drain_timeout
@@ -207,7 +265,9 @@ class Responder:
             )
             return 0
         payload = protocol.encode_push(self.settings.source, action, data)
-        return await self._publisher.publish(target, payload)
+        receivers = await self._publisher.publish(target, payload)
+        self.stats.pushes += 1
+        return receivers
 
     # -- requests --------------------------------------------------------------------
 
@@ -219,6 +279,7 @@ class Responder:
         self._bad_input.warning("bad-channel", "%s: dropped a request on %s: %s", self.name, _shown(channel), reason)
 
     def _on_message(self, channel: str, raw: bytes) -> None:
+        received = self._subscriber.read_at
         stats = self.stats
         stats.received += 1
         try:
@@ -231,8 +292,9 @@ class Responder:
         try:
             request = protocol.parse_request(message)
         except InvalidRequest as exc:
-            self._on_invalid(channel, message, exc)
+            self._on_invalid(channel, message, exc, received)
             return
+        request.received = received
         reply_to = request.reply_to
         if request.request_id is None:
             reply_channel = ""  # a notification: nobody waits for a reply
@@ -241,20 +303,23 @@ class Responder:
         else:
             allowed = self.channels.reply_channel(reply_to, channel)
             if allowed is None:
-                self._reject_reply_channel(channel, request.request_id, reply_to)
+                self._reject_reply_channel(channel, request.request_id, reply_to, request)
                 return
             reply_channel = allowed
         if request.expired():
             stats.expired += 1
-            log.debug("%s: skipped %r %s: its deadline has passed", self.name, request.action, request.request_id)
+            if self._debug:
+                log.debug("%s: skipped: its deadline has passed", self.name, extra=_fields(request, "expired"))
             return
+        if self._tracing:
+            request.span = traces.server_span(self._tracer, request.action, channel, request.request_id, request.headers)
         spec = self.actions.get(request.action)
         if spec is None:
             self._finish(request, reply_channel, None, UnknownAction(f"unknown action {request.action!r}; try 'actions'"))
         elif not self._accepting:
             self._finish(request, reply_channel, None, Unavailable("responder shutting down"))
         elif not spec.is_async:
-            self._finish(request, reply_channel, *_run_sync(spec, request))
+            self._finish(request, reply_channel, *self._run_sync(spec, request))
         elif len(self._running) < self.settings.max_concurrency:
             self._start_task(spec, request, reply_channel)
         elif len(self._backlog) < self.settings.max_backlog and self._backlog_bytes + len(raw) <= self.settings.max_backlog_bytes:
@@ -268,55 +333,84 @@ class Responder:
             )
             self._finish(request, reply_channel, None, Overloaded(limits))
 
-    def _on_invalid(self, channel: str, message: dict[str, Any], exc: InvalidRequest) -> None:
+    def _on_invalid(self, channel: str, message: dict[str, Any], exc: InvalidRequest, received: float) -> None:
         """An envelope with bad fields: answered ``invalid_request`` when it has a string
         requestId and an allowed reply channel (a caller is waiting), else dropped."""
         self.stats.malformed += 1
         request_id = message.get("requestId")
         reply_to = message.get("replyTo")
+        action = message.get("action")
+        action = action if isinstance(action, str) else None
+        source = message.get("source")
+        headers = message.get("headers")
+        fields = call_fields(
+            _bounded(request_id),
+            _bounded(action),
+            _bounded(source),
+            exc.code,
+            (perf_counter() - received) * 1000,
+            traces.traceparent(headers if type(headers) is dict else None),
+        )
         if not isinstance(request_id, str):
             self.stats.dropped += 1  # no caller can match a reply to it
-            self._bad_input.warning("invalid", "%s: dropped an invalid request on %s: %s", self.name, _shown(channel), exc)
+            self._bad_input.warning(
+                "invalid", "%s: dropped an invalid request on %s: %s", self.name, _shown(channel), exc, extra=fields
+            )
             return
         reply_channel = self.channels.reply_channel(reply_to, channel) if reply_to is None or isinstance(reply_to, str) else None
         if reply_channel is None:
-            self._reject_reply_channel(channel, request_id, reply_to)
+            self._reject_reply_channel(channel, request_id, reply_to, None, fields)
             return
-        action = message.get("action")
-        shown_id, shown_channel = _shown(request_id), _shown(channel)
-        self._bad_input.warning("invalid", "%s: invalid request %s on %s: %s", self.name, shown_id, shown_channel, exc)
-        self._send_error(action if isinstance(action, str) else None, request_id, reply_channel, exc)
+        self._bad_input.warning("invalid", "%s: invalid request on %s: %s", self.name, _shown(channel), exc, extra=fields)
+        self._send_error(action, request_id, reply_channel, exc)
+        if self.latency is not None:
+            self.latency.observe(action or "_none", exc.code, perf_counter() - received)
 
-    def _reject_reply_channel(self, channel: str, request_id: str, reply_to: object) -> None:
+    def _reject_reply_channel(
+        self, channel: str, request_id: str, reply_to: object, request: Request | None, fields: dict[str, Any] | None = None
+    ) -> None:
         self.stats.rejected_reply_channel += 1
         self.stats.dropped += 1
         where = f"replyTo {_shown(reply_to)}" if reply_to is not None else f"the reply channel of {_shown(channel)}"
+        if request is not None:
+            fields = _fields(request, "rejected_reply_channel")
         self._bad_input.warning(
             "reply-channel",
-            "%s: dropped request %s: replies may not go to %s (outside %r, too long, or heard by our own pattern)",
+            "%s: dropped a request: replies may not go to %s (outside %r, too long, or heard by our own pattern)",
             self.name,
-            _shown(request_id),
             where,
             self.channels.reply_prefix,
+            extra=fields,
         )
 
     def _start_task(self, spec: ActionSpec, request: Request, reply_channel: str) -> None:
-        task = asyncio.create_task(self._run_async(spec, request, reply_channel))
+        # The task copies the context as it is now: current_request() (and the span) inside.
+        token = _current.set(request)
+        span_token = traces.activate(request.span) if request.span is not None else None
+        try:
+            task = asyncio.create_task(self._run_async(spec, request, reply_channel))
+        finally:
+            if span_token is not None:
+                traces.deactivate(span_token)
+            _current.reset(token)
         self._running.add(task)
         task.add_done_callback(self._task_done)
         if request.deadline_ms is not None:
             # The caller gives up at its deadline: cancel the handler then and free the slot.
             delay = request.deadline_ms / 1000 - time.time()
             if delay < MAX_DEADLINE_DELAY:
-                timer = asyncio.get_running_loop().call_later(max(delay, 0.0), self._deadline_passed, task)
+                timer = asyncio.get_running_loop().call_later(max(delay, 0.0), self._deadline_passed, task, request)
                 self._deadline_timers[task] = timer
 
-    def _deadline_passed(self, task: asyncio.Task[None]) -> None:
+    def _deadline_passed(self, task: asyncio.Task[None], request: Request) -> None:
         self._deadline_timers.pop(task, None)
         if task.done() or task not in self._running:
             return
         self.stats.expired += 1
         self._running.discard(task)
+        self._end_span(request, "expired")
+        if self._debug:
+            log.debug("%s: cancelled at its deadline", self.name, extra=_fields(request, "expired"))
         self._abandoned.add(task)
         task.cancel()
         self._fill_slots()
@@ -336,6 +430,7 @@ class Responder:
             self._backlog_bytes -= size
             if request.expired():
                 self.stats.expired += 1
+                self._end_span(request, "expired")
                 continue
             self._start_task(spec, request, reply_channel)
 
@@ -348,7 +443,7 @@ class Responder:
             self._finish(request, reply_channel, None, Unavailable("responder shutting down"))
             raise
         except Exception as exc:
-            error: RemoteError | None = _as_remote(spec, request, exc)
+            error: RemoteError | None = self._as_remote(spec, request, exc)
             result = None
         else:
             error = None
@@ -359,8 +454,12 @@ class Responder:
     def _finish(self, request: Request, reply_channel: str, result: Any, error: RemoteError | None) -> None:
         if request.request_id is None:
             self.stats.notifications += 1  # fire-and-forget: nobody waits for a reply
+            code = "ok" if error is None else error.code
             if error is not None:
-                self._bad_input.warning("notification", "%s: notification %r failed: %s", self.name, request.action, error)
+                self._bad_input.warning(
+                    "notification", "%s: notification failed: %s", self.name, error, extra=_fields(request, code)
+                )
+            self._done(request, code)
             return
         if error is None:
             try:
@@ -368,39 +467,153 @@ class Responder:
             except TypeError as exc:
                 error = HandlerError(f"result of {request.action!r} is not JSON-serialisable: {exc}")
             else:
-                if self._publish(reply_channel, payload):
+                if self._publish(reply_channel, payload, request):
                     self.stats.replied += 1
+                # A success, the busiest path: counted inline (see metrics.LatencyTable).
+                ok_rows = self._ok_rows
+                if ok_rows is not None:
+                    if self._subscriber.reading:
+                        self._read_ok.append(request.action)
+                    else:  # an async handler's reply, in a tick of its own
+                        row = ok_rows.get(request.action) or self.latency.row(request.action, "ok")  # type: ignore[union-attr]
+                        seconds = perf_counter() - request.received
+                        row[bisect_left(BUCKETS, seconds)] += 1
+                        row[-1] += seconds
+                if request.span is not None:
+                    traces.end(request.span, "ok")
+                if self._debug:
+                    log.debug("%s: handled", self.name, extra=_fields(request, "ok"))
                 return
-        self._send_error(request.action, request.request_id, reply_channel, error)
+        if error.code != HandlerError.code:  # handler errors were logged with their traceback
+            self._bad_input.log(
+                logging.INFO, error.code, "%s: answered %s: %s", self.name, error.code, error, extra=_fields(request, error.code)
+            )
+        self._send_error(request.action, request.request_id, reply_channel, error, request)
+        self._done(request, error.code)
 
-    def _send_error(self, action: str | None, request_id: str, reply_channel: str, error: RemoteError) -> None:
-        if self._publish(reply_channel, protocol.encode_error(self.settings.source, action, request_id, error)):
+    def _count_read(self) -> None:
+        """Bin the successes of the read that just ended: one clock read and one bisect."""
+        actions = self._read_ok
+        if not actions:
+            return
+        seconds = perf_counter() - self._subscriber.read_at
+        bucket = bisect_left(BUCKETS, seconds)
+        latency: LatencyTable = self.latency  # type: ignore[assignment]
+        first = actions[0]
+        counts = {first: len(actions)} if actions.count(first) == len(actions) else Counter(actions)
+        for action, n in counts.items():
+            row = latency.ok.get(action) or latency.row(action, "ok")
+            row[bucket] += n
+            row[-1] += seconds * n
+        actions.clear()
+
+    def _done(self, request: Request, code: str) -> None:
+        """A request ended with ``code``: its duration counted, its span ended, and at
+        DEBUG one line with its fields (the flag is read once, at start)."""
+        latency = self.latency
+        if latency is not None:
+            latency.observe(request.action, code, perf_counter() - request.received)
+        if request.span is not None:
+            traces.end(request.span, code)
+        if self._debug:
+            log.debug("%s: handled", self.name, extra=_fields(request, code))
+
+    def _end_span(self, request: Request, code: str) -> None:
+        if request.span is not None:
+            traces.end(request.span, code)
+            request.span = None
+
+    def _send_error(
+        self, action: str | None, request_id: str, reply_channel: str, error: RemoteError, request: Request | None = None
+    ) -> None:
+        if self._publish(reply_channel, protocol.encode_error(self.settings.source, action, request_id, error), request):
             self.stats.errors += 1
 
-    def _publish(self, channel: str, payload: bytes) -> bool:
+    def _publish(self, channel: str, payload: bytes, request: Request | None = None) -> bool:
         try:
             self._publisher.publish_nowait(channel, payload)
         except ConnectionLost:
             # The caller will see ConnectionLost or a timeout; nothing else we can do here.
             self.stats.lost_replies += 1
             self.stats.dropped += 1
-            self._bad_input.warning("lost", "%s: reply on %s lost: Redis connection down", self.name, channel)
+            fields = _fields(request, "lost_reply") if request is not None else None
+            self._bad_input.warning("lost", "%s: reply on %s lost: Redis connection down", self.name, channel, extra=fields)
             return False
         return True
 
+    def _run_sync(self, spec: ActionSpec, request: Request) -> tuple[Any, RemoteError | None]:
+        token = _current.set(request)
+        span_token = traces.activate(request.span) if request.span is not None else None
+        try:
+            return spec.handler(request.data), None
+        except Exception as exc:
+            return None, self._as_remote(spec, request, exc)
+        finally:
+            if span_token is not None:
+                traces.deactivate(span_token)
+            _current.reset(token)
 
-def _run_sync(spec: ActionSpec, request: Request) -> tuple[Any, RemoteError | None]:
-    try:
-        return spec.handler(request.data), None
-    except Exception as exc:
-        return None, _as_remote(spec, request, exc)
+    def _as_remote(self, spec: ActionSpec, request: Request, exc: Exception) -> RemoteError:
+        if isinstance(exc, RemoteError):
+            return exc
+        log.error("%s: %s failed", self.name, spec.name, exc_info=exc, extra=_fields(request, HandlerError.code))
+        return HandlerError(f"{spec.name} failed: {type(exc).__name__}: {exc}")
+
+    # -- metrics ---------------------------------------------------------------------
+
+    def metric_families(self) -> list[HistogramMetricFamily | CounterMetricFamily | GaugeMetricFamily]:
+        """This responder's Prometheus families, built from its plain counters (at scrape time)."""
+        stats = self.stats
+        families: list[HistogramMetricFamily | CounterMetricFamily | GaugeMetricFamily] = []
+        if self.latency is not None:
+            families.append(
+                self.latency.family(
+                    "rpc_server_call_duration_seconds", "Requests handled, by action and outcome code, and their duration"
+                )
+            )
+        families += [
+            gauge("rpc_server_calls_in_flight", "Async handlers running", len(self._running)),
+            gauge("rpc_server_backlog_requests", "Requests queued for a free slot", len(self._backlog)),
+            gauge("rpc_server_backlog_bytes", "Bytes of requests queued for a free slot", self._backlog_bytes),
+            counter("rpc_server_messages_received", "Messages taken from the request channels", stats.received),
+            counter(
+                "rpc_server_messages",
+                "Each message's outcome: replied, errors (error replies), notifications, expired, dropped",
+                {outcome: getattr(stats, outcome) for outcome in OUTCOMES},
+                "outcome",
+            ),
+            counter(
+                "rpc_server_messages_dropped",
+                "Messages not served, by reason (malformed and overloaded ones are answered with an error when they can be)",
+                {reason: getattr(stats, reason) for reason in DROP_REASONS},
+                "reason",
+            ),
+            counter("rpc_server_pushes", "Pushes published", stats.pushes),
+            counter("rpc_server_pushes_refused", "Pushes refused: the channel was not allowed", stats.rejected_push_channel),
+            gauge("rpc_ready", READY_HELP, {self.name: float(self.ready)}, "component"),
+            *link_families([self._subscriber, self._publisher]),
+        ]
+        return families
 
 
-def _as_remote(spec: ActionSpec, request: Request, exc: Exception) -> RemoteError:
-    if isinstance(exc, RemoteError):
-        return exc
-    log.exception("%s failed for request %s", spec.name, request.request_id, exc_info=exc)
-    return HandlerError(f"{spec.name} failed: {type(exc).__name__}: {exc}")
+def _fields(request: Request, code: str) -> dict[str, Any]:
+    """The log fields of one request (``logs.call_fields``), for lines about it."""
+    return call_fields(
+        _bounded(request.request_id),
+        _bounded(request.action),
+        _bounded(request.source),
+        code,
+        (perf_counter() - request.received) * 1000 if request.received else None,
+        traces.traceparent(request.headers),
+    )
+
+
+def _bounded(value: object, limit: int = 100) -> str | None:
+    """A string field from a request (anyone's choice, up to RPC_MAX_MESSAGE_BYTES long),
+    cut to ``limit`` characters for a log line."""
+    if not isinstance(value, str):
+        return None
+    return value if len(value) <= limit else value[:limit] + "..."
 
 
 def _shown(value: object, limit: int = 80) -> str:

@@ -54,6 +54,10 @@ class Settings:
     peer_channel: str = ""
     peer_interval: float = 5.0
     heartbeat_file: str = ""
+    probe_interval: float = 5.0
+    metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"
+    presence_interval: float = 2.0
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8080
     gateway_send_buffer: int = 1_048_576
@@ -76,7 +80,9 @@ class Settings:
     gateway_rate_limit: float = 200.0
     gateway_rate_burst: int = 1_000
     gateway_max_frame_bytes: int = 65_536
+    gateway_live_view: bool = True
     log_level: str = "INFO"
+    log_format: str = "text"
 
     def __post_init__(self) -> None:
         """Every Settings is valid (``RULES`` below): a bad value fails here, naming the variable."""
@@ -109,6 +115,17 @@ class Settings:
     def user_prefix(self) -> str:
         """Per-user push channels: ``<user_prefix><sub>``, read only by gateways."""
         return self.user_namespace or self.channel + ".user."
+
+    @property
+    def probe_prefix(self) -> str:
+        """Data-path probes: each process publishes to ``<probe_prefix><service>.<random>``,
+        a channel it subscribes itself (``pubsub_rpc.probe``)."""
+        return self.channel + ".probe."
+
+    @property
+    def presence_channel(self) -> str:
+        """Where services announce themselves every ``presence_interval`` (pubsub_rpc.presence)."""
+        return self.channel + ".presence"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **defaults: Any) -> Settings:
@@ -179,6 +196,16 @@ ENV: dict[str, tuple[str, str]] = {
     "peer_channel": ("RPC_PEER_CHANNEL", "node_like_caller also calls a seed-protocol peer on this base channel (empty = off)"),
     "peer_interval": ("RPC_PEER_INTERVAL", "seconds between those calls"),
     "heartbeat_file": ("HEARTBEAT_FILE", "file touched while healthy, for container health checks"),
+    "probe_interval": (
+        "RPC_PROBE_INTERVAL",
+        "seconds within which a self-published probe must come back, else the link is deaf: unready, reconnected",
+    ),
+    "metrics_port": ("METRICS_PORT", "port of the responder's and caller's Prometheus /metrics (0 = off)"),
+    "metrics_host": ("METRICS_HOST", "address /metrics binds"),
+    "presence_interval": (
+        "RPC_PRESENCE_INTERVAL",
+        "seconds between a service's presence heartbeats on <channel>.presence (0 = off); gone after 3 missed",
+    ),
     "gateway_host": ("GATEWAY_HOST", "address the gateway binds"),
     "gateway_port": ("GATEWAY_PORT", "port the gateway binds"),
     "gateway_send_buffer": ("GATEWAY_SEND_BUFFER", "bytes a WebSocket may leave unsent before it is dropped as too slow"),
@@ -204,7 +231,12 @@ ENV: dict[str, tuple[str, str]] = {
     "gateway_rate_limit": ("GATEWAY_RATE_LIMIT", "calls per second one WebSocket may make (token bucket)"),
     "gateway_rate_burst": ("GATEWAY_RATE_BURST", "calls one WebSocket may make at once above the rate"),
     "gateway_max_frame_bytes": ("GATEWAY_MAX_FRAME_BYTES", "largest WebSocket frame accepted from a client"),
+    "gateway_live_view": (
+        "GATEWAY_LIVE_VIEW",
+        "authenticated sockets may watch live call stats and the services alive (the page's live view)",
+    ),
     "log_level": ("LOG_LEVEL", "logging level"),
+    "log_format": ("LOG_FORMAT", "`text` (readable) or `json` (one object per line; the images' default)"),
 }
 
 # field -> the rule its value must pass at start-up (pubsub_rpc.settings_checks). A new
@@ -225,6 +257,10 @@ RULES: dict[str, check.Rule] = {
     "health_check_interval": check.seconds(),
     "push_interval": check.seconds(zero_means_off=True),
     "peer_interval": check.seconds(),
+    "probe_interval": check.seconds(),
+    "metrics_port": check.port_or_off,
+    "metrics_host": check.non_empty,
+    "presence_interval": check.seconds(zero_means_off=True),
     "gateway_port": check.port,
     "gateway_send_buffer": check.integer_at_least(1),
     "gateway_max_calls_per_client": check.integer_at_least(1),
@@ -238,4 +274,5 @@ RULES: dict[str, check.Rule] = {
     "gateway_rate_burst": check.integer_at_least(1),
     "gateway_max_frame_bytes": check.integer_at_least(1),
     "log_level": check.log_level,
+    "log_format": check.one_of("text", "json"),
 }

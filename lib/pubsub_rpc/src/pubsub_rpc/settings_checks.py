@@ -54,6 +54,11 @@ def port(value: object) -> str | None:
     return None if ok else "must be a port number in 1..65535"
 
 
+def port_or_off(value: object) -> str | None:
+    ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 65535
+    return None if ok else "must be a port number in 1..65535, or 0 (off)"
+
+
 def non_empty(value: object) -> str | None:
     return None if isinstance(value, str) and value.strip() else "must not be empty"
 
@@ -62,6 +67,13 @@ def log_level(value: object) -> str | None:
     names = [name for name in logging.getLevelNamesMapping() if name not in {"NOTSET", "WARN", "FATAL"}]
     ok = isinstance(value, str) and value.upper() in names
     return None if ok else "must be one of " + ", ".join(sorted(names, key=logging.getLevelName))
+
+
+def one_of(*choices: str) -> Rule:
+    def rule(value: object) -> str | None:
+        return None if value in choices else "must be one of " + ", ".join(choices)
+
+    return rule
 
 
 def url_scheme(*schemes: str) -> Rule:
@@ -107,6 +119,8 @@ def _cross_field_problems(settings: Settings, env: dict[str, tuple[str, str]]) -
         reply: "a reply channel",
         settings.reply_prefix + "x": "a reply channel",
         settings.user_prefix + "x": "a per-user push channel",
+        settings.probe_prefix + settings.service + "." + REPLY_SAMPLE_TAIL: "a probe channel",
+        settings.presence_channel: "the presence channel",
     }
     problems = []
     for sample, what in samples.items():
