@@ -9,14 +9,26 @@ COMPOSE := $(COMPOSE_BIN) -p $(PROJECT)
 # Written by scripts/bootstrap.sh only where the official images cannot be pulled.
 -include .images.env
 -include .images.peers.env
-export PYTHON_IMAGE REDIS_IMAGE NODE_IMAGE PHP_IMAGE
+-include .images.observability.env
+export PYTHON_IMAGE REDIS_IMAGE NODE_IMAGE PHP_IMAGE PROMETHEUS_IMAGE
 # PEERS=1: also the `peers` profile (Node.js and PHP containers speaking the seed's protocol),
 # and node_like_caller calls the PHP one now and then.
 PEERS ?=
 ifneq ($(PEERS),)
-export COMPOSE_PROFILES := peers
 export RPC_PEER_CHANNEL ?= laravel_database_php
 endif
+# OBSERVABILITY=1: also the `observability` profile (Prometheus with the rules in
+# deploy/prometheus/, its UI on 127.0.0.1:$(PROMETHEUS_PORT)).
+OBSERVABILITY ?=
+PROMETHEUS_PORT ?= 9090
+export PROMETHEUS_PORT
+comma := ,
+PROFILES := $(strip $(if $(PEERS),peers) $(if $(OBSERVABILITY),observability))
+ifneq ($(PROFILES),)
+export COMPOSE_PROFILES := $(subst $() ,$(comma),$(PROFILES))
+endif
+# down / logs / ps see every profile's containers, whichever ones were started.
+ALL_PROFILES := --profile peers --profile observability
 GATEWAY_PORT ?= 8080
 export GATEWAY_PORT
 ACTION ?= actions
@@ -24,10 +36,10 @@ DATA ?= null
 CHANNEL ?=
 PYTEST_ARGS ?=
 
-.PHONY: help setup dev test lint lock lock-upgrade lock-check up peers down logs ps call e2e check bench bench-quick bootstrap bootstrap-peers secrets new-service
+.PHONY: help setup dev test lint lock lock-upgrade lock-check up peers observability down logs ps call e2e check bench bench-quick bootstrap bootstrap-peers bootstrap-observability secrets new-service
 
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' Makefile | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' Makefile | awk -F':.*## ' '{printf "  make %-23s %s\n", $$1, $$2}'
 
 setup: ## install what host runs need (apt packages as root, .venv, Node interop peer)
 	@bash scripts/setup.sh
@@ -71,11 +83,17 @@ secrets: ## create the git-ignored .secrets/ (Redis ACL passwords and file, JWT 
 bootstrap-peers: ## base images of the peers profile (node, php; only what is missing)
 	@bash scripts/bootstrap_peers.sh
 
-up: bootstrap secrets $(if $(PEERS),bootstrap-peers) ## build and start the stack in Docker (demo mode), wait until healthy, print the URL (PEERS=1: with the peers)
+bootstrap-observability: ## base image of the observability profile (prometheus; only if missing)
+	@bash scripts/bootstrap_observability.sh
+
+up: bootstrap secrets $(if $(PEERS),bootstrap-peers) $(if $(OBSERVABILITY),bootstrap-observability) ## build and start the stack in Docker (demo mode), wait until healthy, print the URL (PEERS=1: with the peers; OBSERVABILITY=1: with Prometheus)
 	@$(MAKE) --no-print-directory _up
 
 peers: ## make up PEERS=1: the stack plus the Node.js and PHP seed-protocol peers
 	@$(MAKE) --no-print-directory up PEERS=1
+
+observability: ## make up OBSERVABILITY=1: the stack plus Prometheus scraping it, with alert rules
+	@$(MAKE) --no-print-directory up OBSERVABILITY=1
 
 # Demo mode (tokens minted for the page) only here: compose.yaml defaults to off.
 # `GATEWAY_DEMO_MODE=false make up` runs the gateway with .secrets/gateway-jwt.secret alone.
@@ -84,17 +102,18 @@ _up:
 	@bash scripts/wait_healthy.sh "$(COMPOSE)" 120
 	@echo
 	@echo "  Demo page:    http://127.0.0.1:$(GATEWAY_PORT)/"
+	@$(if $(OBSERVABILITY),echo "  Prometheus:   http://127.0.0.1:$(PROMETHEUS_PORT)/  (targets: /targets, alerts: /alerts)")
 	@echo "  A call:       make call ACTION=sum DATA='[1, 2, 3]'"
 	@echo "  Logs / stop:  make logs / make down"
 
 down: ## stop and remove containers, networks and volumes
-	@$(COMPOSE) --profile peers down -v --remove-orphans
+	@$(COMPOSE) $(ALL_PROFILES) down -v --remove-orphans
 
 logs: ## follow the services' logs
-	@$(COMPOSE) --profile peers logs -f --tail=50
+	@$(COMPOSE) $(ALL_PROFILES) logs -f --tail=50
 
 ps: ## show the containers and their health
-	@$(COMPOSE) --profile peers ps
+	@$(COMPOSE) $(ALL_PROFILES) ps
 
 call: ## one call through the caller container: make call ACTION=sum DATA='[1,2]' [CHANNEL=laravel_database_php]
 	@$(COMPOSE) exec -T $(if $(CHANNEL),-e RPC_CHANNEL=$(CHANNEL)) node_like_caller python -m node_like_caller call "$(ACTION)" '$(DATA)'
@@ -102,7 +121,7 @@ call: ## one call through the caller container: make call ACTION=sum DATA='[1,2]
 new-service: ## copy the template service as NAME, with the library, into DEST: make new-service NAME=orders DEST=~/shop
 	@bash scripts/new_service.sh "$(NAME)" "$(DEST)"
 
-e2e: setup bootstrap bootstrap-peers secrets ## end-to-end tests against the real containers (own project, own port)
+e2e: setup bootstrap bootstrap-peers bootstrap-observability secrets ## end-to-end tests against the real containers (own project, own port)
 	@.venv/bin/python -m pytest e2e -p no:cacheprovider -o timeout=300 $(PYTEST_ARGS)
 
 check: test e2e ## both suites

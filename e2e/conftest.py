@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # E2E_PROJECT lets two checkouts run their suites side by side on one Docker engine.
 PROJECT = os.environ.get("E2E_PROJECT", "pubsub-rpc-e2e")
 SECRETS = ROOT / ".secrets"
+ALL_PROFILES = "--profile peers --profile observability"
 
 
 def _compose_command() -> str:
@@ -34,7 +35,7 @@ def _compose_command() -> str:
 
 def _load_image_overrides() -> None:
     """What `make e2e` exports, for a bare `pytest e2e` too."""
-    for env_file in (ROOT / ".images.env", ROOT / ".images.peers.env"):
+    for env_file in (ROOT / ".images.env", ROOT / ".images.peers.env", ROOT / ".images.observability.env"):
         if env_file.exists():
             for line in env_file.read_text().splitlines():
                 key, _, value = line.partition("=")
@@ -68,17 +69,19 @@ def docker_setup() -> list[str]:
     os.environ.setdefault("GATEWAY_DEMO_MODE", "true")
     # The `peers` profile too (Node.js and PHP containers speaking the seed's protocol), so
     # the mixed round trips run in the same session; node_like_caller calls the PHP peer.
-    os.environ["COMPOSE_PROFILES"] = "peers"
+    # And the `observability` profile: Prometheus scraping every service (its port is free too).
+    os.environ["COMPOSE_PROFILES"] = "peers,observability"
+    os.environ["PROMETHEUS_PORT"] = str(free_port())
     os.environ["RPC_PEER_CHANNEL"] = "laravel_database_php"
     os.environ["RPC_PEER_INTERVAL"] = "1"
     os.environ["PEER_INTERVAL"] = "1"
     # `--wait` is v2-only; readiness is awaited below with a deadline instead.
-    return ["--profile peers down -v --remove-orphans", "up --build -d"]
+    return [f"{ALL_PROFILES} down -v --remove-orphans", "up --build -d"]
 
 
 @pytest.fixture(scope="session")
 def docker_cleanup() -> list[str]:
-    return ["--profile peers down -v --remove-orphans"]
+    return [f"{ALL_PROFILES} down -v --remove-orphans"]
 
 
 class Stack:
@@ -88,6 +91,7 @@ class Stack:
         self._compose = compose.split() + ["-f", str(ROOT / "compose.yaml"), "-p", PROJECT]
         self.gateway = f"http://127.0.0.1:{os.environ['GATEWAY_PORT']}"
         self.ws_url = self.gateway.replace("http", "ws", 1) + "/ws"
+        self.prometheus = f"http://127.0.0.1:{os.environ['PROMETHEUS_PORT']}"
         # The gateway's HS256 key (compose mounts it as GATEWAY_JWT_SECRET_FILE).
         self.jwt_secret = (SECRETS / JWT_FILE).read_text().strip()
 

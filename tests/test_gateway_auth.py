@@ -268,6 +268,8 @@ async def test_host_and_origin_guards(gateway: TestServer, http: aiohttp.ClientS
             assert response.status == 403, path
     async with http.get(gateway.make_url("/healthz"), headers=rebinding) as response:
         assert response.status == 200  # probes may use any name
+    async with http.get(gateway.make_url("/metrics"), headers=rebinding) as response:
+        assert response.status == 200  # nor may Prometheus, which scrapes by container IP
     async with connect(http, gateway.make_url("/ws"), TOKEN, headers={"Host": f"localhost:{gateway.port}"}) as ws:
         assert (await ws.next("ready"))["sub"] == "alice"
     for origin in ("http://evil.example", "null", f"http://attacker.example:{gateway.port}"):
