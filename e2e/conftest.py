@@ -34,13 +34,15 @@ def _compose_command() -> str:
 
 
 def _load_image_overrides() -> None:
-    """What `make e2e` exports, for a bare `pytest e2e` too."""
+    """What `make e2e` exports, for a bare `pytest e2e` too. A variable the Makefile exported
+    empty counts as unset: on a fresh clone the bootstrap writes these files during the same
+    `make e2e` that already read them (empty) at parse time."""
     for env_file in (ROOT / ".images.env", ROOT / ".images.peers.env", ROOT / ".images.observability.env"):
         if env_file.exists():
             for line in env_file.read_text().splitlines():
                 key, _, value = line.partition("=")
-                if key and value:
-                    os.environ.setdefault(key, value)
+                if key and value and not os.environ.get(key):
+                    os.environ[key] = value
 
 
 @pytest.fixture(scope="session")
