@@ -12,7 +12,8 @@ import logging
 import sys
 
 import orjson
-from pubsub_rpc import Caller, RpcError, Settings
+from pubsub_rpc import Caller, Settings
+from pubsub_rpc.cli import call as call_once
 from pubsub_rpc.health import beat
 from pubsub_rpc.lifecycle import configure_logging, load_settings, run, stop_event_on_signals
 from pubsub_rpc.metrics import served
@@ -50,17 +51,6 @@ async def demo_with(caller: Caller, settings: Settings, stop: asyncio.Event) -> 
             task.cancel()
 
 
-async def one_call(settings: Settings, action: str, data: object, timeout: float | None) -> int:
-    try:
-        async with Caller(settings, name="node_like_caller-cli") as caller:
-            result = await caller.call(action, data, timeout=timeout)
-    except RpcError as exc:
-        sys.stderr.write(f"error: {exc.code}: {exc.message}\n")
-        return 1
-    sys.stdout.write(orjson.dumps(result).decode() + "\n")
-    return 0
-
-
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="node_like_caller", description=__doc__)
     commands = parser.add_subparsers(dest="command")
@@ -81,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         except orjson.JSONDecodeError as exc:
             sys.stderr.write(f"error: DATA is not valid JSON: {exc}\n")
             return 2
-        return run(lambda: one_call(settings, args.action, data, args.timeout))
+        return run(lambda: call_once(settings, args.action, data, args.timeout, name="node_like_caller-cli"))
     configure_logging(settings.log_level, settings.log_format)
     return run(lambda: demo(settings))
 
