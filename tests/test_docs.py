@@ -25,3 +25,14 @@ def test_compose_passes_only_real_settings() -> None:
     passed = set(re.findall(r"^\s+([A-Z_]+): ", compose, flags=re.MULTILINE)) - {"PYTHON_IMAGE"}
     real = {name for name, _ in ENV.values()} | {name + "_FILE" for name in SECRET_FILE_VARS}  # Docker secrets
     assert passed <= real, passed - real
+
+
+def test_operations_lists_the_acl_recipe_compose_really_uses() -> None:
+    """docs/operations.md's recipe is deploy/redis/users.acl.template with C, P and hashes."""
+    template = (ROOT / "deploy/redis/users.acl.template").read_text().splitlines()
+    rules = [line for line in template if line.strip() and not line.startswith("#")]
+    rendered = [
+        re.sub(r"#\{hash_\w+\}", "#<sha256>", line).replace("{php_channel}", "P").replace("{channel}", "C") for line in rules
+    ]
+    documented = (ROOT / "docs/operations.md").read_text()
+    assert "```\n" + "\n".join(rendered) + "\n```" in documented

@@ -116,12 +116,10 @@ def beacon_for(
 ) -> Beacon:
     """A Beacon on ``runner``'s own publisher connection; a responder lists its actions.
     ``ready`` defaults to the runner's own readiness (a gateway passes its wider one).
-
-    Uses the runner's private publisher in this one place: the Caller and Responder keep
-    their links private, and presence must not cost a connection of its own.
+    Presence must not cost a connection of its own, so it shares the runner's publisher.
     """
     settings = runner.settings
-    publisher: Publisher = runner._publisher
+    publisher: Publisher = runner.publisher
     actions: Callable[[], Sequence[str]] = tuple
     responder_actions = getattr(runner, "actions", None)
     if isinstance(responder_actions, dict):

@@ -203,6 +203,12 @@ class Responder:
         self.probe.start()
 
     @property
+    def publisher(self) -> Publisher:
+        """The process's publishing connection, for companions that must not cost one of
+        their own (the presence beacon)."""
+        return self._publisher
+
+    @property
     def ready(self) -> bool:
         """Both connections up and the data path proven within RPC_PROBE_INTERVAL."""
         return self._subscriber.ready.is_set() and self._publisher.ready.is_set() and self.probe.ok

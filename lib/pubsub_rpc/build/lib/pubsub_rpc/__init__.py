@@ -1,0 +1,38 @@
+"""RPC and events over Redis pub/sub, wire-compatible with the Node.js/Laravel seed."""
+
+from .caller import Caller
+from .errors import (
+    CallTimeout,
+    ConnectionLost,
+    HandlerError,
+    InvalidRequest,
+    NoResponder,
+    Overloaded,
+    RemoteError,
+    RequestTooLarge,
+    RpcError,
+    Unavailable,
+    UnknownAction,
+)
+from .protocol import Event
+from .responder import Responder, current_request
+from .settings import Settings
+
+__all__ = [
+    "Caller",
+    "CallTimeout",
+    "ConnectionLost",
+    "Event",
+    "HandlerError",
+    "InvalidRequest",
+    "NoResponder",
+    "Overloaded",
+    "RemoteError",
+    "RequestTooLarge",
+    "Responder",
+    "RpcError",
+    "Settings",
+    "Unavailable",
+    "UnknownAction",
+    "current_request",
+]
