@@ -2,8 +2,10 @@
 
 from .caller import Caller
 from .errors import (
+    Backpressure,
     CallTimeout,
     ConnectionLost,
+    DeadLettered,
     HandlerError,
     InvalidRequest,
     NoResponder,
@@ -19,9 +21,11 @@ from .responder import Responder, current_request
 from .settings import Settings
 
 __all__ = [
+    "Backpressure",
     "Caller",
     "CallTimeout",
     "ConnectionLost",
+    "DeadLettered",
     "Event",
     "HandlerError",
     "InvalidRequest",

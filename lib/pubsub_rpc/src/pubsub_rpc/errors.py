@@ -54,6 +54,13 @@ class RequestTooLarge(RpcError, ValueError):
     code = "request_too_large"
 
 
+class Backpressure(RpcError):
+    """The Redis connection has more than REDIS_MAX_WRITE_BUFFER bytes unsent: Redis (or
+    the network) is slower than we write, so the call fails now instead of queueing."""
+
+    code = "backpressure"
+
+
 # -- carried in error replies ----------------------------------------------------------
 
 
@@ -86,8 +93,15 @@ class Unavailable(RemoteError):
     code = "unavailable"
 
 
+class DeadLettered(RemoteError):
+    """Streams mode: the request was delivered RPC_STREAM_MAX_DELIVERIES times without an
+    answer (its handler kept dying) and was moved to the dead-letter stream."""
+
+    code = "dead_lettered"
+
+
 _REMOTE_BY_CODE: dict[str, type[RemoteError]] = {
-    cls.code: cls for cls in (UnknownAction, InvalidRequest, HandlerError, Overloaded, Unavailable)
+    cls.code: cls for cls in (UnknownAction, InvalidRequest, HandlerError, Overloaded, Unavailable, DeadLettered)
 }
 
 

@@ -43,6 +43,11 @@ def connection_pool(redis_url: str, name: str) -> ConnectionPool:
     return ConnectionPool.from_url(redis_url, protocol=2, socket_connect_timeout=3, socket_keepalive=True, client_name=name)
 
 
+def link_options(settings: Any) -> dict[str, Any]:
+    """The keyword arguments every Link takes from Settings (timeouts, buffer bounds)."""
+    return {"health_check_interval": settings.health_check_interval}
+
+
 def _command(*parts: bytes) -> bytes:
     out = [b"*%d\r\n" % len(parts)]
     for part in parts:
@@ -234,6 +239,15 @@ class _LinkProtocol(asyncio.Protocol):
             self.closed.set_exception(exc)
 
 
+class _RawReply:
+    """Marks an ``execute`` waiter: its callback gets the raw reply, error replies included."""
+
+    __slots__ = ("callback",)
+
+    def __init__(self, callback: Callable[[Any, Any], None]) -> None:
+        self.callback = callback
+
+
 class Publisher(Link):
     """Pipelined PUBLISH: many in flight on one connection, answers matched in order."""
 
@@ -263,6 +277,15 @@ class Publisher(Link):
         """PUBLISH, then ``on_count(argument, receivers_or_error)`` when Redis answers.
         Cheaper than a count future plus a done-callback: this runs once per call."""
         self._send(channel, payload, (on_count, argument))
+
+    def execute(self, on_reply: Callable[[Any, Any], None], argument: Any, *parts: bytes) -> None:
+        """Send any command, pipelined with the PUBLISHes; ``on_reply(argument, reply)``
+        gets its reply (a ``hiredis.ReplyError`` for an error reply) or ConnectionLost.
+        Raises ConnectionLost if down. For claims, registry and stream commands."""
+        if self._transport is None:
+            raise ConnectionLost(f"{self.name}: not connected to Redis")
+        self._waiters.append((_RawReply(on_reply), argument))
+        self._write(_command(*parts))
 
     async def drain(self) -> None:
         """Wait until every PUBLISH sent so far has been answered (or the link dropped)."""
@@ -297,6 +320,9 @@ class Publisher(Link):
         waiter = self._waiters.popleft()
         if type(waiter) is tuple:
             on_count, argument = waiter
+            if type(on_count) is _RawReply:
+                on_count.callback(argument, reply)
+                return
             on_count(
                 argument, ConnectionLost(f"Redis refused PUBLISH: {reply}") if isinstance(reply, hiredis.ReplyError) else reply
             )
@@ -316,7 +342,8 @@ class Publisher(Link):
         lost = ConnectionLost(f"{self.name}: connection to Redis lost")
         for waiter in waiters:
             if type(waiter) is tuple:
-                waiter[0](waiter[1], lost)
+                callback = waiter[0].callback if type(waiter[0]) is _RawReply else waiter[0]
+                callback(waiter[1], lost)
             elif waiter is not None and not waiter.done():
                 waiter.set_exception(lost)
 

@@ -312,6 +312,13 @@ class Responder:
                 self._reject_reply_channel(channel, request.request_id, reply_to, request)
                 return
             reply_channel = allowed
+        self._accept(request, channel, reply_channel, len(raw))
+
+    def _accept(self, request: Request, channel: str, reply_channel: str, size: int) -> None:
+        """Run, queue or refuse a valid request whose reply channel is allowed (``""`` for
+        a notification). Every request source ends here: pub/sub messages, claimed ones,
+        stream entries."""
+        stats = self.stats
         if request.expired():
             stats.expired += 1
             if self._debug:
@@ -328,9 +335,9 @@ class Responder:
             self._finish(request, reply_channel, *self._run_sync(spec, request))
         elif len(self._running) < self.settings.max_concurrency:
             self._start_task(spec, request, reply_channel)
-        elif len(self._backlog) < self.settings.max_backlog and self._backlog_bytes + len(raw) <= self.settings.max_backlog_bytes:
-            self._backlog.append((spec, request, reply_channel, len(raw)))
-            self._backlog_bytes += len(raw)
+        elif len(self._backlog) < self.settings.max_backlog and self._backlog_bytes + size <= self.settings.max_backlog_bytes:
+            self._backlog.append((spec, request, reply_channel, size))
+            self._backlog_bytes += size
         else:
             stats.overloaded += 1
             limits = (

@@ -50,6 +50,18 @@ class Settings:
     max_channel_bytes: int = 256
     drain_timeout: float = 8.0
     health_check_interval: float = 15.0
+    liveness_timeout: float = 3.0
+    connect_timeout: float = 3.0
+    max_write_buffer: int = 8_388_608
+    transport: str = "pubsub"
+    claims: str = "auto"
+    announce_interval: float = 1.0
+    fail_fast: bool = False
+    stream_maxlen: int = 100_000
+    stream_visibility: float = 3.0
+    stream_max_deliveries: int = 3
+    stream_group: str = "responders"
+    idempotency_ttl: float = 60.0
     push_interval: float = 10.0
     peer_channel: str = ""
     peer_interval: float = 5.0
@@ -127,6 +139,32 @@ class Settings:
         """Where services announce themselves every ``presence_interval`` (pubsub_rpc.presence)."""
         return self.channel + ".presence"
 
+    @property
+    def registry_name(self) -> str:
+        """The responder registry: a hash of live responders (field = instance) and the
+        channel their joins, heartbeats and leaves are announced on (same name)."""
+        return self.channel + ".responders"
+
+    @property
+    def claim_prefix(self) -> str:
+        """Competing responders claim a request with ``SET <claim_prefix><requestId> NX``."""
+        return self.channel + ".claim."
+
+    @property
+    def stream_key(self) -> str:
+        """Streams mode: the request stream of this channel. The hash tag keeps the stream,
+        its dead letters and its stored replies in one Redis Cluster slot."""
+        return "{" + self.request_channel + "}.stream"
+
+    @property
+    def dead_letter_key(self) -> str:
+        return "{" + self.request_channel + "}.dead"
+
+    @property
+    def stored_reply_prefix(self) -> str:
+        """Streams mode: replies kept for idempotency, ``<prefix><requestId>``."""
+        return "{" + self.request_channel + "}.done."
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **defaults: Any) -> Settings:
         """Settings from ``environ`` (default ``os.environ``); ``defaults`` are a service's own
@@ -192,6 +230,39 @@ ENV: dict[str, tuple[str, str]] = {
     "max_channel_bytes": ("RPC_MAX_CHANNEL_BYTES", "longer request or reply channel names are dropped"),
     "drain_timeout": ("RPC_DRAIN_TIMEOUT", "seconds a stopping responder lets in-flight requests finish"),
     "health_check_interval": ("REDIS_HEALTH_CHECK_INTERVAL", "idle seconds before a PING checks the connection"),
+    "liveness_timeout": (
+        "REDIS_LIVENESS_TIMEOUT",
+        "seconds without any answer from Redis before a connection counts as dead: dropped, its calls fail `connection_lost`",
+    ),
+    "connect_timeout": ("REDIS_CONNECT_TIMEOUT", "seconds one connection attempt (TCP, TLS, AUTH, HELLO) may take"),
+    "max_write_buffer": (
+        "REDIS_MAX_WRITE_BUFFER",
+        "bytes a Redis connection may hold unsent; above it new calls fail at once with `backpressure`",
+    ),
+    "transport": ("RPC_TRANSPORT", "`pubsub` (at most once, the seed's way) or `streams` (at least once, for v1 traffic)"),
+    "claims": (
+        "RPC_CLAIMS",
+        "competing responders claim each request so one runs it: `auto` (while others are alive), `always`, `off`",
+    ),
+    "announce_interval": (
+        "RPC_ANNOUNCE_INTERVAL",
+        "seconds between a responder's registry heartbeats (actions served); an entry lives 3 intervals",
+    ),
+    "fail_fast": (
+        "RPC_FAIL_FAST",
+        "callers fail at once with no_responder / unknown_action when the registry has no live responder for the action",
+    ),
+    "stream_maxlen": ("RPC_STREAM_MAXLEN", "streams mode: approximate bound on the request stream's length"),
+    "stream_visibility": (
+        "RPC_STREAM_VISIBILITY",
+        "streams mode: seconds a request may stay pending with a silent consumer before another reclaims it",
+    ),
+    "stream_max_deliveries": (
+        "RPC_STREAM_MAX_DELIVERIES",
+        "streams mode: deliveries after which a request goes to the dead-letter stream",
+    ),
+    "stream_group": ("RPC_STREAM_GROUP", "streams mode: the responders' consumer group"),
+    "idempotency_ttl": ("RPC_IDEMPOTENCY_TTL", "streams mode: seconds a reply is kept to answer a redelivered request"),
     "push_interval": ("PUSH_INTERVAL", "seconds between the responder's `configs` pushes (0 = off)"),
     "peer_channel": ("RPC_PEER_CHANNEL", "node_like_caller also calls a seed-protocol peer on this base channel (empty = off)"),
     "peer_interval": ("RPC_PEER_INTERVAL", "seconds between those calls"),
@@ -256,6 +327,17 @@ RULES: dict[str, check.Rule] = {
     "drain_timeout": check.seconds(),
     "health_check_interval": check.seconds(),
     "push_interval": check.seconds(zero_means_off=True),
+    "liveness_timeout": check.seconds(),
+    "connect_timeout": check.seconds(),
+    "max_write_buffer": check.integer_at_least(65_536),
+    "transport": check.one_of("pubsub", "streams"),
+    "claims": check.one_of("auto", "always", "off"),
+    "announce_interval": check.seconds(),
+    "stream_maxlen": check.integer_at_least(100),
+    "stream_visibility": check.seconds(),
+    "stream_max_deliveries": check.integer_at_least(1),
+    "stream_group": check.non_empty,
+    "idempotency_ttl": check.seconds(),
     "peer_interval": check.seconds(),
     "probe_interval": check.seconds(),
     "metrics_port": check.port_or_off,
