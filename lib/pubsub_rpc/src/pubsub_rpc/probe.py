@@ -25,7 +25,7 @@ import secrets
 import time
 from collections import deque
 
-from .errors import ConnectionLost
+from .errors import Backpressure, ConnectionLost
 from .link import Publisher, Subscriber
 from .ratelog import RateLimitedLog
 
@@ -110,7 +110,7 @@ class Probe:
         self._nonces.append(nonce)
         try:
             publisher.publish_request(self.channel, nonce, self._published, None)
-        except ConnectionLost:
+        except (ConnectionLost, Backpressure):
             return
         self.sent += 1
 
