@@ -181,7 +181,10 @@ class Link(Writes):
             return
         self.task_restarts += 1
         log.error("%s: link task ended unexpectedly; restarting it", self.name, exc_info=task.exception())
-        self._disconnected()
+        try:
+            self._disconnected()
+        except Exception:
+            log.exception("%s: clean-up after the link task failed too", self.name)
         with contextlib.suppress(RuntimeError):  # the loop is closing: nothing to restart
             asyncio.get_running_loop().call_later(BACKOFF_INITIAL, self._restart)
 
@@ -213,8 +216,10 @@ class Link(Writes):
             finally:
                 became_ready = self.ready.is_set()
                 transport.abort()
-                self._disconnected()
-                await _discard(connection)
+                try:
+                    self._disconnected()
+                finally:
+                    await _discard(connection)
             if became_ready:
                 delay = BACKOFF_INITIAL
             else:  # dropped before it was of use (refused, not confirmed): do not hammer Redis
