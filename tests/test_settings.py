@@ -45,7 +45,6 @@ BAD: list[tuple[dict[str, str], str, str]] = [
     ({"RPC_STREAM_MAX_DELIVERIES": "0"}, "RPC_STREAM_MAX_DELIVERIES=0", "integer >= 1"),
     ({"RPC_STREAM_GROUP": ""}, "RPC_STREAM_GROUP=''", "must not be empty"),
     ({"RPC_IDEMPOTENCY_TTL": "0"}, "RPC_IDEMPOTENCY_TTL=0.0", "seconds > 0"),
-    ({"REDIS_HEALTH_CHECK_INTERVAL": "0"}, "REDIS_HEALTH_CHECK_INTERVAL=0.0", "seconds > 0"),
     ({"PUSH_INTERVAL": "-1"}, "PUSH_INTERVAL=-1.0", "seconds >= 0 (0 = off)"),
     ({"RPC_PEER_INTERVAL": "0"}, "RPC_PEER_INTERVAL=0.0", "seconds > 0"),
     ({"RPC_PRESENCE_INTERVAL": "-1"}, "RPC_PRESENCE_INTERVAL=-1.0", "seconds >= 0 (0 = off)"),

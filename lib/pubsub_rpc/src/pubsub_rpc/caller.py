@@ -28,8 +28,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 from . import protocol
 from . import tracing as traces
-from .errors import CallTimeout, ConnectionLost, InvalidRequest, NoResponder, RequestTooLarge, RpcError
-from .link import Publisher, Subscriber
+from .errors import Backpressure, CallTimeout, ConnectionLost, InvalidRequest, NoResponder, RequestTooLarge, RpcError
+from .link import Publisher, Subscriber, link_options
 from .logs import call_fields
 from .metrics import READY_HELP, LatencyTable, counter, gauge, link_families
 from .probe import Probe, probe_channel
@@ -88,13 +88,14 @@ class Caller:
         channels = [self.settings.channel]
         if self.settings.private_replies:
             channels.append(self.reply_channel)
-        url, interval = self.settings.redis_dsn, self.settings.health_check_interval
+        url, options = self.settings.redis_dsn, link_options(self.settings)
         probe = probe_channel(self.settings.probe_prefix, self.settings.service)
-        self._subscriber = Subscriber(
-            url, f"{name}-sub", self._on_message, channels=channels, health_check_interval=interval, probe_channel=probe
-        )
-        self._publisher = Publisher(url, f"{name}-pub", interval)
+        self._subscriber = Subscriber(url, f"{name}-sub", self._on_message, channels=channels, probe_channel=probe, **options)
+        self._publisher = Publisher(url, f"{name}-pub", **options)
+        # Either link found dead (closed, or silent past REDIS_LIVENESS_TIMEOUT): every call
+        # in flight fails now with connection_lost, not at its timeout.
         self._subscriber.on_disconnect(self._fail_pending)
+        self._publisher.on_disconnect(self._fail_pending)
         self.probe = Probe(self._subscriber, self._publisher, probe, self.settings.probe_interval)
         self.malformed = 0
         self._bad_input = RateLimitedLog(log)  # anyone may publish on the shared channel
@@ -118,8 +119,9 @@ class Caller:
 
     async def start(self, connect_timeout: float | None = 10.0) -> None:
         """Open both connections and wait until the subscriptions are confirmed, so a reply
-        can never beat us to the channel. ``None`` waits as long as Redis takes; on a
-        timeout the connections are closed again and ConnectionLost is raised."""
+        can never beat us to the channel. ``None`` waits as long as Redis takes (the links
+        retry, logging why; services do this, see ``lifecycle.started``); on a timeout the
+        connections are closed again and ConnectionLost is raised."""
         self._closed = False
         self._subscriber.start()
         self._publisher.start()
@@ -165,7 +167,8 @@ class Caller:
         ``headers`` go in the envelope as they are (W3C ``traceparent``/``tracestate``: see
         pubsub_rpc.tracing). Raises CallTimeout, NoResponder, ConnectionLost, or a
         RemoteError subclass named by the reply's code (UnknownAction, InvalidRequest,
-        HandlerError, Overloaded, ...).
+        HandlerError, Overloaded, ...); Backpressure at once when the publisher's
+        connection holds more than REDIS_MAX_WRITE_BUFFER unsent bytes.
         """
         request_id, future = self._start(action, data, timeout, headers)
         try:
@@ -215,9 +218,9 @@ class Caller:
         # Published first: if Redis is down this raises before anything is registered.
         try:
             self._publisher.publish_request(self._request_channel, payload, self._after_publish, request_id)
-        except ConnectionLost:
+        except (ConnectionLost, Backpressure) as exc:
             if span is not None:
-                traces.end(span, ConnectionLost.code)
+                traces.end(span, exc.code)
             raise
         if span is not None:
             self._spans[request_id] = span

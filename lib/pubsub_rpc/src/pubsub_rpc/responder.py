@@ -43,7 +43,7 @@ from . import protocol
 from . import tracing as traces
 from .channels import ChannelRules
 from .errors import ConnectionLost, HandlerError, InvalidRequest, Overloaded, RemoteError, Unavailable, UnknownAction
-from .link import Publisher, Subscriber
+from .link import Publisher, Subscriber, link_options
 from .logs import call_fields
 from .metrics import BUCKETS, READY_HELP, LatencyTable, counter, gauge, link_families
 from .probe import Probe, probe_channel
@@ -126,19 +126,25 @@ class Responder:
         self.stats = ResponderStats()
         self.channels = ChannelRules(self.settings, [self.settings.responder_pattern])
         self._reply_to_verdicts = self.channels.reply_to_verdicts
-        url, interval = self.settings.redis_dsn, self.settings.health_check_interval
+        url, options = self.settings.redis_dsn, link_options(self.settings)
         probe = probe_channel(self.settings.probe_prefix, self.settings.service)
         self._subscriber = Subscriber(
             url,
             f"{name}-sub",
             self._on_message,
             patterns=self.channels.patterns,
-            health_check_interval=interval,
             max_channel_bytes=self.settings.max_channel_bytes,
             on_bad_channel=self._on_bad_channel,
             probe_channel=probe,
+            **options,
         )
-        self._publisher = Publisher(url, f"{name}-pub", interval)
+        self._publisher = Publisher(url, f"{name}-pub", **options)
+        # Requests are taken only while replies can be sent: the subscriber connects only
+        # while the publisher is up, goes when it goes, and stops reading while the
+        # publisher is backpressured (Redis keeps the requests for us meanwhile).
+        self._subscriber.gate = self._publisher.ready
+        self._publisher.on_disconnect(lambda: self._subscriber.disconnect("its publisher is down: no reply could be sent"))
+        self._publisher.on_backpressure(self._on_publisher_backpressure)
         self.probe = Probe(self._subscriber, self._publisher, probe, self.settings.probe_interval)
         self.latency: LatencyTable | None = LatencyTable() if metrics else None
         self._ok_rows = self.latency.ok if self.latency is not None else None
@@ -189,18 +195,34 @@ class Responder:
         await self.stop()
 
     async def start(self, connect_timeout: float | None = 10.0) -> None:
+        """Connect and subscribe; ``None`` waits as long as Redis takes (the links retry,
+        logging why: services do this, see ``lifecycle.started``). On a timeout the
+        connections are closed again and ConnectionLost is raised."""
         self._accepting = True
         self._debug = log.isEnabledFor(logging.DEBUG)
         self._publisher.start()
+        self._subscriber.start()  # it subscribes once the publisher is up (its gate)
         try:
-            await self._publisher.wait_ready(connect_timeout)
-            self._subscriber.start()  # only once replies can be sent
-            await self._subscriber.wait_ready(connect_timeout)
+            async with asyncio.timeout(connect_timeout):
+                await self._publisher.ready.wait()
+                await self._subscriber.ready.wait()
+        except TimeoutError:
+            await self._subscriber.close()
+            await self._publisher.close()
+            raise ConnectionLost(
+                f"{self.name}: not ready within {connect_timeout}s (Redis unreachable, or a subscription refused: see the log)"
+            ) from None
         except BaseException:
             await self._subscriber.close()  # `async with` will not call __aexit__ for us
             await self._publisher.close()
             raise
         self.probe.start()
+
+    def _on_publisher_backpressure(self, on: bool) -> None:
+        if on:
+            self._subscriber.pause_reading()
+        else:
+            self._subscriber.resume_reading()
 
     @property
     def publisher(self) -> Publisher:
@@ -247,7 +269,7 @@ class Responder:
             task.cancel()
         if self._running or self._abandoned:
             await asyncio.wait(self._running | self._abandoned)
-        await self._publisher.drain()
+        await self._publisher.drain()  # bounded by the liveness timeout
         await self._publisher.close()
         log.info("%s: stopped; %s", self.name, self.stats)
 
@@ -260,7 +282,8 @@ class Responder:
         ``user=sub`` to that user's channel (``user_prefix + sub``), which gateways deliver
         to that user's sockets only. A channel this responder's own patterns match, an
         over-long one or an empty ``user`` is refused: nothing is sent, 0 is returned and
-        ``stats.rejected_push_channel`` counts it."""
+        ``stats.rejected_push_channel`` counts it. Raises ConnectionLost while Redis is
+        down, Backpressure while the publisher's connection is over REDIS_MAX_WRITE_BUFFER."""
         if channel is not None and user is not None:
             raise ValueError("push goes to a channel or to a user, not both")
         target = self.channels.push_target(channel, user)
