@@ -21,11 +21,19 @@ turned into Prometheus families only when scraped (``metric_families``).
 Every request with a requestId gets exactly one reply (a result or a named error), unless
 its reply channel breaks the rules in channels.py: then nothing is published, and the
 request is counted as dropped.
+
+Replicas on one channel (docs/scale-out.md): each responder announces itself in the
+registry (pubsub_rpc.registry) and, while others are alive, claims each request before
+running it (pubsub_rpc.claims), so one replica runs it and the others count it as
+``claimed_elsewhere``; an action it does not serve gets ``unknown_action`` only when no live
+responder serves it. Notifications (no requestId) are not claimed: every replica runs them.
+A solo responder pays one float comparison per message for all of this.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import inspect
 import logging
@@ -39,9 +47,10 @@ from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
-from . import protocol
+from . import protocol, registry
 from . import tracing as traces
 from .channels import ChannelRules
+from .claims import Claims
 from .errors import ConnectionLost, HandlerError, InvalidRequest, Overloaded, RemoteError, Unavailable, UnknownAction
 from .link import Publisher, Subscriber
 from .logs import call_fields
@@ -49,6 +58,7 @@ from .metrics import BUCKETS, READY_HELP, LatencyTable, counter, gauge, link_fam
 from .probe import Probe, probe_channel
 from .protocol import MalformedMessage, Request
 from .ratelog import RateLimitedLog
+from .registry import LIFETIME_INTERVALS, Announcer, Directory, Entry
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -98,12 +108,29 @@ class ResponderStats:
     rejected_reply_channel: int = 0  # the reply would have gone where replies may not go
     rejected_push_channel: int = 0  # a push asked for a channel pushes may not go to (not a message outcome)
     lost_replies: int = 0  # the reply could not be sent: Redis connection down
+    claimed_elsewhere: int = 0  # another replica won the claim and runs it (docs/scale-out.md)
+    lost_claims: int = 0  # the claim got no answer (Redis connection down) or was refused
+    not_ours: int = 0  # an action we do not serve, served by another live responder: its to answer
+    stale: int = 0  # read while our own registry heartbeat was unacknowledged too long (frozen?)
     pushes: int = 0  # pushes published (not a message outcome)
+    claims_won: int = 0  # claims that said run it (not a message outcome: it goes on to one)
+    stale_rejoins: int = 0  # times the stale rule dropped the subscription to rejoin (not a message outcome)
 
 
 # ResponderStats counters exported as rpc_server_messages_dropped_total{reason}: why a
 # message was not served (overloaded and invalid requests are answered with an error).
-DROP_REASONS = ("malformed", "bad_channel", "rejected_reply_channel", "expired", "overloaded", "lost_replies")
+DROP_REASONS = (
+    "malformed",
+    "bad_channel",
+    "rejected_reply_channel",
+    "expired",
+    "overloaded",
+    "lost_replies",
+    "claimed_elsewhere",
+    "lost_claims",
+    "not_ours",
+    "stale",
+)
 OUTCOMES = ("replied", "errors", "notifications", "expired", "dropped")
 
 
@@ -159,6 +186,31 @@ class Responder:
         self._backlog_bytes = 0
         self._accepting = False
         self._bad_input = RateLimitedLog(log)
+        # Competing replicas (docs/scale-out.md). Until _fast_until (perf_counter) a request
+        # may run unclaimed without a look at the stale rule: the one check per message.
+        self.instance = registry.new_instance()
+        interval = self.settings.announce_interval
+        self._lifetime = LIFETIME_INTERVALS * interval
+        self._claims = Claims(self._publisher, self.settings.claim_prefix, self.instance, self.settings.claims, self._lifetime)
+        self.directory = Directory(self.settings.registry_name, self.instance, self._on_registry_change)
+        self._announcer = Announcer(
+            self._publisher,
+            self.settings.registry_name,
+            instance=self.instance,
+            service=self.settings.service,
+            pattern=self.settings.responder_pattern,
+            actions=lambda: list(self.actions),
+            claims=self.settings.claims != "off",
+            interval=interval,
+            on_ack=self._beat_acked,
+        )
+        self._subscriber.add_side_channel(self.settings.registry_name, self.directory.on_message)
+        self._subscriber.before_patterns = self._join
+        self._subscriber.on_disconnect(self.directory.reset)
+        self._fresh_until = -float("inf")  # our last acknowledged heartbeat's send time + lifetime
+        self._fast_until = -float("inf")
+        self._rejoining = False
+        self._announcing: asyncio.Task[None] | None = None
 
     # -- registration ----------------------------------------------------------------
 
@@ -194,13 +246,14 @@ class Responder:
         self._publisher.start()
         try:
             await self._publisher.wait_ready(connect_timeout)
-            self._subscriber.start()  # only once replies can be sent
+            self._subscriber.start()  # only once replies can be sent; it joins the registry first
             await self._subscriber.wait_ready(connect_timeout)
         except BaseException:
             await self._subscriber.close()  # `async with` will not call __aexit__ for us
             await self._publisher.close()
             raise
         self.probe.start()
+        self._start_announcing()
 
     @property
     def publisher(self) -> Publisher:
@@ -214,6 +267,11 @@ class Responder:
         return self._subscriber.ready.is_set() and self._publisher.ready.is_set() and self.probe.ok
 
     @property
+    def claiming(self) -> bool:
+        """Whether a request with a requestId read now would be claimed first."""
+        return self._claims.active(perf_counter())
+
+    @property
     def in_flight(self) -> int:
         return len(self._running) + len(self._backlog)
 
@@ -224,9 +282,20 @@ class Responder:
     async def stop(self) -> None:
         """Stop taking requests, give those already taken ``drain_timeout`` seconds to finish
         (their replies are sent), then answer the rest with ``unavailable``."""
-        self._accepting = False
         await self.probe.close()
         await self._subscriber.close()
+        if self._announcing is not None:
+            self._announcing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._announcing
+            self._announcing = None
+        self._announcer.leave()  # after the subscription: we hear no more requests
+        # Claims still in flight were lost by the other replicas if we won them: run those.
+        self._claims.flush()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.settings.drain_timeout):
+                await self._publisher.drain()
+        self._accepting = False
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.drain_timeout
         while self._running and loop.time() < deadline:
@@ -312,7 +381,137 @@ class Responder:
                 self._reject_reply_channel(channel, request.request_id, reply_to, request)
                 return
             reply_channel = allowed
+        if received > self._fast_until:  # claiming, stale, or time to look again
+            self._gated(request, channel, reply_channel, len(raw), received)
+            return
         self._accept(request, channel, reply_channel, len(raw))
+
+    # -- competing replicas (docs/scale-out.md) ---------------------------------------
+
+    def _gated(self, request: Request, channel: str, reply_channel: str, size: int, received: float) -> None:
+        """The slow path: the stale rule, then run unclaimed, or claim first."""
+        stats = self.stats
+        if self._rejoining or received > self._fresh_until:
+            if not self._rejoining:
+                self._go_stale()
+            stats.stale += 1
+            stats.dropped += 1
+            return
+        claims = self._claims
+        if not claims.active(received):
+            self._fast_until = self._fresh_until  # solo again: the fast path until the next event
+            self._accept(request, channel, reply_channel, size)
+            return
+        if request.request_id is None:
+            self._accept(request, channel, reply_channel, size)  # notifications: every replica runs them
+            return
+        if request.expired():
+            stats.expired += 1
+            return
+        if request.action not in self.actions and self.directory.serves(channel, request.action, received):
+            self._not_ours(request)
+            return
+        claims.claim(request.request_id, request.deadline_ms, self._claimed, (request, channel, reply_channel, size))
+
+    def _claimed(self, argument: tuple[Request, str, str, int], reply: Any) -> None:
+        request, channel, reply_channel, size = argument
+        stats = self.stats
+        if reply == b"OK":
+            stats.claims_won += 1
+            self._accept(request, channel, reply_channel, size)
+        elif reply is None:
+            stats.claimed_elsewhere += 1
+            stats.dropped += 1
+        else:
+            stats.lost_claims += 1
+            stats.dropped += 1
+            self._bad_input.warning("claim", "%s: claim failed: %s", self.name, reply, extra=_fields(request, "lost_claim"))
+
+    def _not_ours(self, request: Request) -> None:
+        self.stats.not_ours += 1
+        self.stats.dropped += 1
+        self._end_span(request, "not_ours")
+        if self._debug:
+            log.debug("%s: not ours: another live responder serves it", self.name, extra=_fields(request, "not_ours"))
+
+    async def _join(self) -> None:
+        """Before every PSUBSCRIBE (start, and each reconnect): claim for a grace, load the
+        registry, announce our join and wait for Redis to take it. A responder already
+        serving hears the join before any request we can hear, so it claims too."""
+        interval = self.settings.announce_interval
+        timeout = self.settings.connect_timeout
+        publisher = self._publisher
+        self._claims.joined(perf_counter())
+        self._fast_until = -float("inf")
+        while True:
+            if not publisher.ready.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(interval):
+                        await publisher.ready.wait()
+                continue
+            try:
+                await registry.load(self.directory, publisher, timeout, prune=True)
+                await self._announcer.join(timeout)
+            except ConnectionLost as exc:
+                self._bad_input.warning("join", "%s: registry join failed (%s); retrying", self.name, exc)
+                await asyncio.sleep(interval)  # a retry pause, bounded: the join is retried until it works
+                continue
+            break
+        self._claims.joined(perf_counter())
+        self._rejoining = False
+
+    def _start_announcing(self) -> None:
+        self._announcing = asyncio.create_task(self._announcer.run(self._check_stale), name=f"announce:{self.name}")
+        self._announcing.add_done_callback(self._announcer_done)
+
+    def _announcer_done(self, task: asyncio.Task[None]) -> None:
+        """Supervision: a heartbeat task that died of a bug is logged and restarted (without
+        heartbeats the stale rule would stop this responder)."""
+        if task.cancelled() or self._announcing is not task:
+            return
+        log.error("%s: registry announcer died; restarting it", self.name, exc_info=task.exception())
+        self._start_announcing()
+
+    def _beat_acked(self, sent_at: float) -> None:
+        fresh = sent_at + self._lifetime
+        if fresh > self._fresh_until:
+            self._fresh_until = fresh
+        self._fast_until = -float("inf")  # look again at the next message
+
+    def _on_registry_change(self, entry: Entry | None) -> None:
+        if entry is not None:
+            self._claims.heard(entry.expires)
+        else:
+            self._claims.left(self.directory.others_until(), perf_counter())
+        self._fast_until = -float("inf")
+        self._update_members()
+
+    def _update_members(self) -> None:
+        """Who claims, for the claims' preferred-replica balance (pubsub_rpc.claims)."""
+        members = tuple(sorted([self.instance, *(e.instance for e in self.directory.live() if e.claims)]))
+        if members != self._claims.members:
+            self._claims.members = members
+
+    def _check_stale(self) -> None:
+        """Each announce interval: the stale rule without waiting for a request."""
+        if self._subscriber.ready.is_set() and not self._rejoining and perf_counter() > self._fresh_until:
+            self._go_stale()
+        self.directory.prune()
+        self._update_members()
+
+    def _go_stale(self) -> None:
+        """Our heartbeat went unacknowledged for an entry's lifetime, so the others may have
+        stopped claiming against us: run nothing more, drop the subscription and rejoin."""
+        self._rejoining = True
+        self._fast_until = -float("inf")
+        self.stats.stale_rejoins += 1
+        log.warning(
+            "%s: own registry heartbeat unacknowledged for over %.1fs (frozen, or Redis unreachable): "
+            "running no more requests; resubscribing after a new join",
+            self.name,
+            self._lifetime,
+        )
+        self._subscriber.drop("stale")
 
     def _accept(self, request: Request, channel: str, reply_channel: str, size: int) -> None:
         """Run, queue or refuse a valid request whose reply channel is allowed (``""`` for
@@ -328,6 +527,9 @@ class Responder:
             request.span = traces.server_span(self._tracer, request.action, channel, request.request_id, request.headers)
         spec = self.actions.get(request.action)
         if spec is None:
+            if self.directory.serves(channel, request.action):
+                self._not_ours(request)  # another live responder serves it: its answer, not ours
+                return
             self._finish(request, reply_channel, None, UnknownAction(f"unknown action {request.action!r}; try 'actions'"))
         elif not self._accepting:
             self._finish(request, reply_channel, None, Unavailable("responder shutting down"))
@@ -602,6 +804,19 @@ class Responder:
                 "reason",
             ),
             counter("rpc_server_pushes", "Pushes published", stats.pushes),
+            counter(
+                "rpc_server_claims",
+                "Claims of competing replicas by result: won (ran it), elsewhere (another replica runs it), lost (no answer)",
+                {"won": stats.claims_won, "elsewhere": stats.claimed_elsewhere, "lost": stats.lost_claims},
+                "result",
+            ),
+            gauge("rpc_server_claiming", "1 while this responder claims each request", float(self.claiming)),
+            counter(
+                "rpc_server_stale_rejoins",
+                "Subscriptions dropped because our own registry heartbeat went unacknowledged (a freeze, or Redis away)",
+                stats.stale_rejoins,
+            ),
+            gauge("rpc_registry_responders", "Live responders in the registry, itself included", len(self.directory.live()) + 1),
             counter("rpc_server_pushes_refused", "Pushes refused: the channel was not allowed", stats.rejected_push_channel),
             gauge("rpc_ready", READY_HELP, {self.name: float(self.ready)}, "component"),
             *link_families([self._subscriber, self._publisher]),
