@@ -97,9 +97,7 @@ def outcomes(responder: Responder) -> int:
 
 
 @pytest.mark.timeout(120)
-async def test_three_replicas_run_each_call_exactly_once(
-    settings: Settings, three: tuple[list[Responder], Executions]
-) -> None:
+async def test_three_replicas_run_each_call_exactly_once(settings: Settings, three: tuple[list[Responder], Executions]) -> None:
     responders, executions = three
     await knows_each_other(responders)
     async with Caller(settings, name="load") as caller:
