@@ -47,10 +47,9 @@ from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
-from . import protocol, registry
+from . import protocol
 from . import tracing as traces
 from .channels import ChannelRules
-from .claims import Claims
 from .errors import ConnectionLost, HandlerError, InvalidRequest, Overloaded, RemoteError, Unavailable, UnknownAction
 from .link import Publisher, Subscriber
 from .logs import call_fields
@@ -58,7 +57,7 @@ from .metrics import BUCKETS, READY_HELP, LatencyTable, counter, gauge, link_fam
 from .probe import Probe, probe_channel
 from .protocol import MalformedMessage, Request
 from .ratelog import RateLimitedLog
-from .registry import LIFETIME_INTERVALS, Announcer, Directory, Entry
+from .replicas import Replicas
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -186,31 +185,12 @@ class Responder:
         self._backlog_bytes = 0
         self._accepting = False
         self._bad_input = RateLimitedLog(log)
-        # Competing replicas (docs/scale-out.md). Until _fast_until (perf_counter) a request
-        # may run unclaimed without a look at the stale rule: the one check per message.
-        self.instance = registry.new_instance()
-        interval = self.settings.announce_interval
-        self._lifetime = LIFETIME_INTERVALS * interval
-        self._claims = Claims(self._publisher, self.settings.claim_prefix, self.instance, self.settings.claims, self._lifetime)
-        self.directory = Directory(self.settings.registry_name, self.instance, self._on_registry_change)
-        self._announcer = Announcer(
-            self._publisher,
-            self.settings.registry_name,
-            instance=self.instance,
-            service=self.settings.service,
-            pattern=self.settings.responder_pattern,
-            actions=lambda: list(self.actions),
-            claims=self.settings.claims != "off",
-            interval=interval,
-            on_ack=self._beat_acked,
+        # Competing replicas (docs/scale-out.md): registry, claims, owner-only answers.
+        self._replicas = Replicas(
+            self.settings, name, self._publisher, self._subscriber, self.stats, self.actions, self._accept, _fields
         )
-        self._subscriber.add_side_channel(self.settings.registry_name, self.directory.on_message)
-        self._subscriber.before_patterns = self._join
-        self._subscriber.on_disconnect(self.directory.reset)
-        self._fresh_until = -float("inf")  # our last acknowledged heartbeat's send time + lifetime
-        self._fast_until = -float("inf")
-        self._rejoining = False
-        self._announcing: asyncio.Task[None] | None = None
+        self.instance = self._replicas.instance
+        self.directory = self._replicas.directory
 
     # -- registration ----------------------------------------------------------------
 
@@ -253,7 +233,7 @@ class Responder:
             await self._publisher.close()
             raise
         self.probe.start()
-        self._start_announcing()
+        self._replicas.start()
 
     @property
     def publisher(self) -> Publisher:
@@ -269,7 +249,7 @@ class Responder:
     @property
     def claiming(self) -> bool:
         """Whether a request with a requestId read now would be claimed first."""
-        return self._claims.active(perf_counter())
+        return self._replicas.claiming
 
     @property
     def in_flight(self) -> int:
@@ -284,14 +264,8 @@ class Responder:
         (their replies are sent), then answer the rest with ``unavailable``."""
         await self.probe.close()
         await self._subscriber.close()
-        if self._announcing is not None:
-            self._announcing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._announcing
-            self._announcing = None
-        self._announcer.leave()  # after the subscription: we hear no more requests
+        await self._replicas.stop()  # leave the registry: we hear no more requests
         # Claims still in flight were lost by the other replicas if we won them: run those.
-        self._claims.flush()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.settings.drain_timeout):
                 await self._publisher.drain()
@@ -381,137 +355,10 @@ class Responder:
                 self._reject_reply_channel(channel, request.request_id, reply_to, request)
                 return
             reply_channel = allowed
-        if received > self._fast_until:  # claiming, stale, or time to look again
-            self._gated(request, channel, reply_channel, len(raw), received)
+        if received > self._replicas.fast_until:  # claiming, stale, or time to look again (replicas.py)
+            self._replicas.gated(request, channel, reply_channel, len(raw), received)
             return
         self._accept(request, channel, reply_channel, len(raw))
-
-    # -- competing replicas (docs/scale-out.md) ---------------------------------------
-
-    def _gated(self, request: Request, channel: str, reply_channel: str, size: int, received: float) -> None:
-        """The slow path: the stale rule, then run unclaimed, or claim first."""
-        stats = self.stats
-        if self._rejoining or received > self._fresh_until:
-            if not self._rejoining:
-                self._go_stale()
-            stats.stale += 1
-            stats.dropped += 1
-            return
-        claims = self._claims
-        if not claims.active(received):
-            self._fast_until = self._fresh_until  # solo again: the fast path until the next event
-            self._accept(request, channel, reply_channel, size)
-            return
-        if request.request_id is None:
-            self._accept(request, channel, reply_channel, size)  # notifications: every replica runs them
-            return
-        if request.expired():
-            stats.expired += 1
-            return
-        if request.action not in self.actions and self.directory.serves(channel, request.action, received):
-            self._not_ours(request)
-            return
-        claims.claim(request.request_id, request.deadline_ms, self._claimed, (request, channel, reply_channel, size))
-
-    def _claimed(self, argument: tuple[Request, str, str, int], reply: Any) -> None:
-        request, channel, reply_channel, size = argument
-        stats = self.stats
-        if reply == b"OK":
-            stats.claims_won += 1
-            self._accept(request, channel, reply_channel, size)
-        elif reply is None:
-            stats.claimed_elsewhere += 1
-            stats.dropped += 1
-        else:
-            stats.lost_claims += 1
-            stats.dropped += 1
-            self._bad_input.warning("claim", "%s: claim failed: %s", self.name, reply, extra=_fields(request, "lost_claim"))
-
-    def _not_ours(self, request: Request) -> None:
-        self.stats.not_ours += 1
-        self.stats.dropped += 1
-        self._end_span(request, "not_ours")
-        if self._debug:
-            log.debug("%s: not ours: another live responder serves it", self.name, extra=_fields(request, "not_ours"))
-
-    async def _join(self) -> None:
-        """Before every PSUBSCRIBE (start, and each reconnect): claim for a grace, load the
-        registry, announce our join and wait for Redis to take it. A responder already
-        serving hears the join before any request we can hear, so it claims too."""
-        interval = self.settings.announce_interval
-        timeout = self.settings.connect_timeout
-        publisher = self._publisher
-        self._claims.joined(perf_counter())
-        self._fast_until = -float("inf")
-        while True:
-            if not publisher.ready.is_set():
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(interval):
-                        await publisher.ready.wait()
-                continue
-            try:
-                await registry.load(self.directory, publisher, timeout, prune=True)
-                await self._announcer.join(timeout)
-            except ConnectionLost as exc:
-                self._bad_input.warning("join", "%s: registry join failed (%s); retrying", self.name, exc)
-                await asyncio.sleep(interval)  # a retry pause, bounded: the join is retried until it works
-                continue
-            break
-        self._claims.joined(perf_counter())
-        self._rejoining = False
-
-    def _start_announcing(self) -> None:
-        self._announcing = asyncio.create_task(self._announcer.run(self._check_stale), name=f"announce:{self.name}")
-        self._announcing.add_done_callback(self._announcer_done)
-
-    def _announcer_done(self, task: asyncio.Task[None]) -> None:
-        """Supervision: a heartbeat task that died of a bug is logged and restarted (without
-        heartbeats the stale rule would stop this responder)."""
-        if task.cancelled() or self._announcing is not task:
-            return
-        log.error("%s: registry announcer died; restarting it", self.name, exc_info=task.exception())
-        self._start_announcing()
-
-    def _beat_acked(self, sent_at: float) -> None:
-        fresh = sent_at + self._lifetime
-        if fresh > self._fresh_until:
-            self._fresh_until = fresh
-        self._fast_until = -float("inf")  # look again at the next message
-
-    def _on_registry_change(self, entry: Entry | None) -> None:
-        if entry is not None:
-            self._claims.heard(entry.expires)
-        else:
-            self._claims.left(self.directory.others_until(), perf_counter())
-        self._fast_until = -float("inf")
-        self._update_members()
-
-    def _update_members(self) -> None:
-        """Who claims, for the claims' preferred-replica balance (pubsub_rpc.claims)."""
-        members = tuple(sorted([self.instance, *(e.instance for e in self.directory.live() if e.claims)]))
-        if members != self._claims.members:
-            self._claims.members = members
-
-    def _check_stale(self) -> None:
-        """Each announce interval: the stale rule without waiting for a request."""
-        if self._subscriber.ready.is_set() and not self._rejoining and perf_counter() > self._fresh_until:
-            self._go_stale()
-        self.directory.prune()
-        self._update_members()
-
-    def _go_stale(self) -> None:
-        """Our heartbeat went unacknowledged for an entry's lifetime, so the others may have
-        stopped claiming against us: run nothing more, drop the subscription and rejoin."""
-        self._rejoining = True
-        self._fast_until = -float("inf")
-        self.stats.stale_rejoins += 1
-        log.warning(
-            "%s: own registry heartbeat unacknowledged for over %.1fs (frozen, or Redis unreachable): "
-            "running no more requests; resubscribing after a new join",
-            self.name,
-            self._lifetime,
-        )
-        self._subscriber.drop("stale")
 
     def _accept(self, request: Request, channel: str, reply_channel: str, size: int) -> None:
         """Run, queue or refuse a valid request whose reply channel is allowed (``""`` for
@@ -528,7 +375,8 @@ class Responder:
         spec = self.actions.get(request.action)
         if spec is None:
             if self.directory.serves(channel, request.action):
-                self._not_ours(request)  # another live responder serves it: its answer, not ours
+                self._replicas.not_ours(request)  # another live responder serves it: its answer
+                self._end_span(request, "not_ours")
                 return
             self._finish(request, reply_channel, None, UnknownAction(f"unknown action {request.action!r}; try 'actions'"))
         elif not self._accepting:
@@ -804,19 +652,7 @@ class Responder:
                 "reason",
             ),
             counter("rpc_server_pushes", "Pushes published", stats.pushes),
-            counter(
-                "rpc_server_claims",
-                "Claims of competing replicas by result: won (ran it), elsewhere (another replica runs it), lost (no answer)",
-                {"won": stats.claims_won, "elsewhere": stats.claimed_elsewhere, "lost": stats.lost_claims},
-                "result",
-            ),
-            gauge("rpc_server_claiming", "1 while this responder claims each request", float(self.claiming)),
-            counter(
-                "rpc_server_stale_rejoins",
-                "Subscriptions dropped because our own registry heartbeat went unacknowledged (a freeze, or Redis away)",
-                stats.stale_rejoins,
-            ),
-            gauge("rpc_registry_responders", "Live responders in the registry, itself included", len(self.directory.live()) + 1),
+            *self._replicas.families(),
             counter("rpc_server_pushes_refused", "Pushes refused: the channel was not allowed", stats.rejected_push_channel),
             gauge("rpc_ready", READY_HELP, {self.name: float(self.ready)}, "component"),
             *link_families([self._subscriber, self._publisher]),
