@@ -61,6 +61,7 @@ class Replicas:
         self.name = name
         self.instance = registry.new_instance()
         self.fast_until = -float("inf")
+        self.claims_pending = 0  # claims sent, not answered yet: their messages have no outcome yet
         self._settings = settings
         self._publisher = publisher
         self._subscriber = subscriber
@@ -120,11 +121,13 @@ class Replicas:
         if request.action not in self._actions and self.directory.serves(channel, request.action, received):
             self.not_ours(request)
             return
+        self.claims_pending += 1
         claims.claim(request.request_id, request.deadline_ms, self._claimed, (request, channel, reply_channel, size))
 
     def _claimed(self, argument: tuple[Request, str, str, int], reply: Any) -> None:
         request, channel, reply_channel, size = argument
         stats = self._stats
+        self.claims_pending -= 1
         if reply == b"OK":
             stats.claims_won += 1
             self._accept(request, channel, reply_channel, size)

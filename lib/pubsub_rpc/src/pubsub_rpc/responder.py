@@ -253,7 +253,8 @@ class Responder:
 
     @property
     def in_flight(self) -> int:
-        return len(self._running) + len(self._backlog)
+        """Requests taken and not ended yet: running, queued, or waiting for their claim."""
+        return len(self._running) + len(self._backlog) + self._replicas.claims_pending
 
     @property
     def backlog_bytes(self) -> int:
