@@ -289,3 +289,18 @@ async def test_a_solo_responder_stops_claiming_after_the_grace(settings: Setting
             assert await caller.call("echo", 1) == 1
         assert solo.stats.claims_won == 0
         assert solo.stats.replied == 1
+
+
+@pytest.mark.timeout(60)
+async def test_a_claim_key_names_the_winner_and_lives_until_the_deadline_plus_slack(
+    settings: Settings, three: tuple[list[Responder], Executions], raw_redis: aioredis.Redis
+) -> None:
+    responders, executions = three
+    await knows_each_other(responders)
+    async with Caller(settings, name="one") as caller:
+        assert await caller.call("echo", "x", timeout=5) == "x"
+    (request_id, (ran_on,)) = next(iter(executions.items()))
+    key = settings.claim_prefix + request_id
+    winner = next(r for r in responders if r.name == ran_on)
+    assert await raw_redis.get(key) == winner.instance.encode()
+    assert 9_000 < await raw_redis.pttl(key) <= 15_000  # deadline (5 s) + 10 s, minus the time since

@@ -109,7 +109,7 @@ class ResponderStats:
     lost_replies: int = 0  # the reply could not be sent: Redis connection down
     claimed_elsewhere: int = 0  # another replica won the claim and runs it (docs/scale-out.md)
     lost_claims: int = 0  # the claim got no answer (Redis connection down) or was refused
-    not_ours: int = 0  # an action we do not serve, served by another live responder: its to answer
+    not_ours: int = 0  # an action we do not serve, served by another live responder, which answers it
     stale: int = 0  # read while our own registry heartbeat was unacknowledged too long (frozen?)
     pushes: int = 0  # pushes published (not a message outcome)
     claims_won: int = 0  # claims that said run it (not a message outcome: it goes on to one)
