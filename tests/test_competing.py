@@ -9,13 +9,15 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
 import orjson
 import pytest
 import redis.asyncio as aioredis
-from pubsub_rpc import Caller, Responder, Settings, UnknownAction, current_request
+from pubsub_rpc import Caller, Responder, RpcError, Settings, UnknownAction, current_request
+
+from scripts.redis_process import RedisProcess
 
 from .conftest import eventually
 
@@ -304,3 +306,55 @@ async def test_a_claim_key_names_the_winner_and_lives_until_the_deadline_plus_sl
     winner = next(r for r in responders if r.name == ran_on)
     assert await raw_redis.get(key) == winner.instance.encode()
     assert 9_000 < await raw_redis.pttl(key) <= 15_000  # deadline (5 s) + 10 s, minus the time since
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisProcess]:
+    """A redis-server this test may stop and start again (same port)."""
+    with RedisProcess() as server:
+        yield server
+
+
+@pytest.mark.timeout(120)
+async def test_replicas_rejoin_after_a_redis_restart_and_still_run_each_call_once(
+    own_redis: RedisProcess, settings: Settings
+) -> None:
+    """Redis goes away under load: claims, registry and subscriptions with it. Every call
+    ends in a result or a named error, the replicas rejoin, and nothing runs twice."""
+    own = dataclasses.replace(settings, redis_url=own_redis.url)
+    executions: Executions = defaultdict(list)
+    responders = [replica(own, f"r{i}", executions) for i in range(3)]
+    for responder in responders:
+        await responder.start()
+    errors: Counter[str] = Counter()
+    done = [0]
+    try:
+        await knows_each_other(responders)
+        async with Caller(own, name="load") as caller:
+            gate = asyncio.Semaphore(16)
+
+            async def one(i: int) -> None:
+                async with gate:
+                    try:
+                        assert await caller.call("echo", i, timeout=3) == i
+                    except RpcError as exc:
+                        errors[exc.code] += 1
+                        await eventually(lambda: caller.ready, 30, "the caller to come back")
+                    done[0] += 1
+
+            load = asyncio.create_task(asyncio.wait_for(asyncio.gather(*(one(i) for i in range(1_000))), 90))
+            await eventually(lambda: done[0] >= 200, 30, "the load to get going")
+            await own_redis.stop_async()
+            await own_redis.start_async()
+            await load
+            await eventually(lambda: all(r.ready for r in responders), 30, "every replica back")
+            await knows_each_other(responders)
+            assert await caller.call("echo", "after") == "after"
+    finally:
+        for responder in responders:
+            await responder.stop()
+    ran = spread(executions)
+    print(f"\nRedis restarted under load: ran {dict(sorted(ran.items()))}, failed {dict(errors)}, twice: {twice(executions)}")
+    assert twice(executions) == 0
+    assert set(errors) <= {"connection_lost", "no_responder", "timeout"}
+    assert sum(ran.values()) >= 1_000 - sum(errors.values())
