@@ -358,3 +358,22 @@ async def test_replicas_rejoin_after_a_redis_restart_and_still_run_each_call_onc
     assert twice(executions) == 0
     assert set(errors) <= {"connection_lost", "no_responder", "timeout"}
     assert sum(ran.values()) >= 1_000 - sum(errors.values())
+
+
+@pytest.mark.timeout(60)
+async def test_an_invalid_request_gets_exactly_one_invalid_request_answer(
+    settings: Settings, three: tuple[list[Responder], Executions], raw_redis: aioredis.Redis
+) -> None:
+    responders, _ = three
+    await knows_each_other(responders)
+    reply_to = f"{settings.reply_prefix}test.{'0' * 32}"
+    async with Replies(raw_redis, reply_to) as replies:
+        for n in range(10):
+            invalid = {"requestId": f"bad{n}", "replyTo": reply_to, "v": 1, "action": 7}
+            assert await raw_redis.publish(settings.request_channel, orjson.dumps(invalid)) == 3
+        await eventually(lambda: all(r.stats.received == 10 and r.in_flight == 0 for r in responders), 5, "all read")
+        await replies.settled(raw_redis)
+    assert replies.codes == {"invalid_request": 10, "ok": 1}  # and the marker
+    assert all(replies.by_id[f"bad{n}"] == 1 for n in range(10))
+    assert sum(r.stats.errors for r in responders) == 10
+    assert all(outcomes(r) == 10 for r in responders)

@@ -124,6 +124,35 @@ class Replicas:
         self.claims_pending += 1
         claims.claim(request.request_id, request.deadline_ms, self._claimed, (request, channel, reply_channel, size))
 
+    def once(self, request_id: str, received: float, answer: Callable[[], None]) -> None:
+        """An answer without a handler (``invalid_request``): the stale rule, then sent by
+        the one replica whose claim wins."""
+        stats = self._stats
+        if self._rejoining or received > self._fresh_until:
+            if not self._rejoining:
+                self._go_stale()
+            stats.stale += 1
+            stats.dropped += 1
+            return
+        if not self.claims.active(received):
+            answer()
+            return
+        self.claims_pending += 1
+        self.claims.claim(request_id, None, self._claimed_once, answer)
+
+    def _claimed_once(self, answer: Callable[[], None], reply: Any) -> None:
+        self.claims_pending -= 1
+        stats = self._stats
+        if reply == b"OK":
+            stats.claims_won += 1
+            answer()
+        else:
+            stats.dropped += 1
+            if reply is None:
+                stats.claimed_elsewhere += 1
+            else:
+                stats.lost_claims += 1
+
     def _claimed(self, argument: tuple[Request, str, str, int], reply: Any) -> None:
         request, channel, reply_channel, size = argument
         stats = self._stats

@@ -425,10 +425,17 @@ class Responder:
         if reply_channel is None:
             self._reject_reply_channel(channel, request_id, reply_to, None, fields)
             return
-        self._bad_input.warning("invalid", "%s: invalid request on %s: %s", self.name, _shown(channel), exc, extra=fields)
-        self._send_error(action, request_id, reply_channel, exc)
-        if self.latency is not None:
-            self.latency.observe(action or "_none", exc.code, perf_counter() - received)
+
+        def answer() -> None:
+            self._bad_input.warning("invalid", "%s: invalid request on %s: %s", self.name, _shown(channel), exc, extra=fields)
+            self._send_error(action, request_id, reply_channel, exc)
+            if self.latency is not None:
+                self.latency.observe(action or "_none", exc.code, perf_counter() - received)
+
+        if received > self._replicas.fast_until:
+            self._replicas.once(request_id, received, answer)  # one replica answers (replicas.py)
+        else:
+            answer()
 
     def _reject_reply_channel(
         self, channel: str, request_id: str, reply_to: object, request: Request | None, fields: dict[str, Any] | None = None
