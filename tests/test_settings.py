@@ -76,6 +76,7 @@ BAD: list[tuple[dict[str, str], str, str]] = [
     ({"RPC_RESPONDER_PATTERN": "*.reply.*"}, "RPC_RESPONDER_PATTERN='*.reply.*'", "a reply channel"),
     ({"RPC_REPLY_NAMESPACE": "r:", "RPC_RESPONDER_PATTERN": "r:*"}, "RPC_RESPONDER_PATTERN='r:*'", "a reply channel"),
     ({"RPC_RESPONDER_PATTERN": "*.presence"}, "RPC_RESPONDER_PATTERN='*.presence'", "the presence channel"),
+    ({"RPC_RESPONDER_PATTERN": "*.responders"}, "RPC_RESPONDER_PATTERN='*.responders'", "the responder registry channel"),
     ({"RPC_USER_NAMESPACE": "u_", "RPC_RESPONDER_PATTERN": "u_*"}, "RPC_RESPONDER_PATTERN='u_*'", "per-user push channel"),
     ({"RPC_REPLY_NAMESPACE": "x.", "RPC_USER_NAMESPACE": "x.u."}, "RPC_REPLY_NAMESPACE='x.'", "must differ"),
 ]

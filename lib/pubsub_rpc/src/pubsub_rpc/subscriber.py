@@ -8,8 +8,9 @@ means every subscription is confirmed.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import hiredis
@@ -56,6 +57,21 @@ class Subscriber(Link):
         self.on_probe: Callable[[bytes], None] = lambda nonce: None
         self._subscribed_callbacks: list[Callable[[], None]] = []
         self._refusal_log = RateLimitedLog(log, interval=30.0)
+        # Side channels (add_side_channel): name -> callback, each SUBSCRIBEd in a command of
+        # its own, before the patterns; their messages bypass the handler.
+        self._side: dict[bytes, Callable[[bytes], None]] = {}
+        # Awaited on every (re)connect after the channels are confirmed and before PSUBSCRIBE
+        # is sent (pubsub_rpc.registry: a responder announces its join there, so its peers
+        # hear it before any request it can hear). Raising drops the connection.
+        self.before_patterns: Callable[[], Awaitable[None]] | None = None
+        self._held: list[bytes] = []  # patterns waiting for before_patterns
+        self._gate_task: asyncio.Task[None] | None = None
+        self.on_disconnect(self._cancel_gate)
+
+    def add_side_channel(self, channel: str, callback: Callable[[bytes], None]) -> None:
+        """Also SUBSCRIBE ``channel`` (a command of its own: an ACL may grant it in a selector),
+        confirmed before the patterns are sent; its messages go to ``callback(data)``."""
+        self._side[channel.encode()] = callback
 
     def on_subscribed(self, callback: Callable[[], None]) -> None:
         """Call ``callback()`` each time every subscription is confirmed (connect, reconnect)."""
@@ -64,15 +80,47 @@ class Subscriber(Link):
     # -- Link hooks ------------------------------------------------------------------
 
     def _on_connected(self) -> None:
-        self._pending_confirmations = len(self._channels) + len(self._patterns) + (1 if self._probe else 0)
+        self._held = self._patterns if self.before_patterns is not None else []
+        patterns = [] if self._held else self._patterns
+        self._pending_confirmations = len(self._channels) + len(patterns) + len(self._side) + (1 if self._probe else 0)
         if self._channels:
             self._write(command(b"SUBSCRIBE", *self._channels))
+        for side in self._side:
+            self._write(command(b"SUBSCRIBE", side))
         if self._probe:
             self._write(command(b"SUBSCRIBE", self._probe))
-        if self._patterns:
-            self._write(command(b"PSUBSCRIBE", *self._patterns))
+        if patterns:
+            self._write(command(b"PSUBSCRIBE", *patterns))
         if not self._pending_confirmations:
-            self.ready.set()
+            self._confirmed()
+
+    def _confirmed(self) -> None:
+        """Every subscription sent so far is confirmed: open the gate, or be ready."""
+        if self._held:
+            self._gate_task = asyncio.create_task(self._open_gate(), name=f"gate:{self.name}")
+            return
+        log.info("%s: subscribed to %s", self.name, b", ".join(self._channels + self._patterns).decode())
+        self.ready.set()
+        for callback in self._subscribed_callbacks:
+            callback()
+
+    async def _open_gate(self) -> None:
+        try:
+            await self.before_patterns()  # type: ignore[misc]
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s: could not prepare the pattern subscription; reconnecting", self.name)
+            self.drop("gate")
+            return
+        patterns, self._held = self._held, []
+        self._pending_confirmations = len(patterns)
+        self._write(command(b"PSUBSCRIBE", *patterns))
+
+    def _cancel_gate(self) -> None:
+        if self._gate_task is not None:
+            self._gate_task.cancel()
+            self._gate_task = None
 
     def _send_ping(self) -> None:
         self._write(command(b"PING"))
@@ -94,16 +142,18 @@ class Subscriber(Link):
             if reply[1] == self._probe:
                 self.on_probe(reply[2])
                 return
+            if self._side:
+                side = self._side.get(reply[1])
+                if side is not None:
+                    side(reply[2])
+                    return
             self._dispatch(reply[1], reply[2])
         elif kind == b"pmessage":
             self._dispatch(reply[2], reply[3])
         elif kind in (b"subscribe", b"psubscribe"):
             self._pending_confirmations -= 1
             if self._pending_confirmations == 0:
-                log.info("%s: subscribed to %s", self.name, b", ".join(self._channels + self._patterns).decode())
-                self.ready.set()
-                for callback in self._subscribed_callbacks:
-                    callback()
+                self._confirmed()
 
     def _dispatch(self, channel: bytes, data: bytes) -> None:
         if len(channel) > self._max_channel_bytes:
