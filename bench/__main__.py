@@ -249,12 +249,16 @@ class Scraper:
             self._thread.join(timeout=5)
 
     def _run(self) -> None:
-        while not self._stop.wait(2.0 if self.count else 0.3):
+        scraped: set[str] = set()
+        # Every 0.3 s until each endpoint answered once (a process may still be starting),
+        # then every 2 s.
+        while not self._stop.wait(2.0 if len(scraped) == len(self.urls) else 0.3):
             for url in self.urls:
                 try:
                     with urllib.request.urlopen(url, timeout=2) as response:
                         response.read()
                     self.count += 1
+                    scraped.add(url)
                 except OSError as exc:
                     self.errors.append(f"{url}: {exc}")
 
