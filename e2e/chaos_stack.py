@@ -66,6 +66,7 @@ class ChaosStack:
         )
         files = ["-f", str(ROOT / "compose.yaml"), "-f", str(ROOT / "e2e" / "compose.chaos.yaml")]
         self._compose = compose.split() + files + ["-p", project]
+        self.project = project
         self.jwt_secret = (SECRETS / JWT_FILE).read_text().strip()
         self.transport = ""
 
@@ -104,6 +105,10 @@ class ChaosStack:
         fmt = "{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}"
         return dict(zip(ids, docker("inspect", "-f", fmt, *ids).splitlines(), strict=True))
 
+    def name(self, cid: str) -> str:
+        """The container's name without the project: laravel_like_responder_2."""
+        return docker("inspect", "-f", "{{.Name}}", cid).strip().lstrip("/").removeprefix(self.project + "_")
+
     def lives(self) -> dict[str, str]:
         """id -> "<restart count> <started at> <status>": unchanged means no process exited."""
         ids = self.everything()
@@ -121,9 +126,9 @@ class ChaosStack:
         wait_for(lambda: all(s == "running healthy" for s in self.states(ids).values()), timeout, "every container healthy")
 
     def wait_healthy(self, ids: list[str], timeout: float = 60) -> tuple[float, dict[str, str]]:
-        """Seconds until all of ``ids`` are healthy, and which were not at first (id -> state)."""
+        """Seconds until all of ``ids`` are healthy, and which were not at first (name -> state)."""
         started = time.monotonic()
-        unhealthy = {cid: state for cid, state in self.states(ids).items() if state != "running healthy"}
+        unhealthy = {self.name(cid): state for cid, state in self.states(ids).items() if state != "running healthy"}
         wait_for(lambda: all(s == "running healthy" for s in self.states(ids).values()), timeout, "containers healthy")
         return time.monotonic() - started, unhealthy
 

@@ -168,7 +168,7 @@ async def redis_rounds(stack: ChaosStack, test: str, faults: list[str]) -> None:
         test,
         summary(outcomes),
         processes_exited=len(exited),
-        not_healthy_at_the_end=sorted(unhealthy.values()),
+        not_healthy_at_the_end=unhealthy,
         healthy_again_s=round(healthy_again, 1),
     )
     for n, round_ in enumerate(rounds, 1):

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import math
 import logging
+import math
 import platform
 import socket
 import time
