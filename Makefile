@@ -31,6 +31,9 @@ endif
 ALL_PROFILES := --profile peers --profile observability
 GATEWAY_PORT ?= 8080
 export GATEWAY_PORT
+# REPLICAS=3: that many laravel_like_responder containers on one channel; they claim each
+# request so it runs once (docs/scale-out.md). scripts/wait_healthy.sh waits for all of them.
+REPLICAS ?= 1
 ACTION ?= actions
 DATA ?= null
 CHANNEL ?=
@@ -86,7 +89,7 @@ bootstrap-peers: ## base images of the peers profile (node, php; only what is mi
 bootstrap-observability: ## base image of the observability profile (prometheus; only if missing)
 	@bash scripts/bootstrap_observability.sh
 
-up: bootstrap secrets $(if $(PEERS),bootstrap-peers) $(if $(OBSERVABILITY),bootstrap-observability) ## build and start the stack in Docker (demo mode), wait until healthy, print the URL (PEERS=1: with the peers; OBSERVABILITY=1: with Prometheus)
+up: bootstrap secrets $(if $(PEERS),bootstrap-peers) $(if $(OBSERVABILITY),bootstrap-observability) ## build and start the stack in Docker (demo mode), wait until healthy, print the URL (PEERS=1: with the peers; OBSERVABILITY=1: with Prometheus; REPLICAS=3: three responders)
 	@$(MAKE) --no-print-directory _up
 
 peers: ## make up PEERS=1: the stack plus the Node.js and PHP seed-protocol peers
@@ -98,8 +101,8 @@ observability: ## make up OBSERVABILITY=1: the stack plus Prometheus scraping it
 # Demo mode (tokens minted for the page) only here: compose.yaml defaults to off.
 # `GATEWAY_DEMO_MODE=false make up` runs the gateway with .secrets/gateway-jwt.secret alone.
 _up:
-	@GATEWAY_DEMO_MODE=$(or $(GATEWAY_DEMO_MODE),true) $(COMPOSE) up -d --build --remove-orphans
-	@bash scripts/wait_healthy.sh "$(COMPOSE)" 120
+	@GATEWAY_DEMO_MODE=$(or $(GATEWAY_DEMO_MODE),true) $(COMPOSE) up -d --build --remove-orphans --scale laravel_like_responder=$(REPLICAS)
+	@bash scripts/wait_healthy.sh "$(COMPOSE)" 120 laravel_like_responder=$(REPLICAS)
 	@echo
 	@echo "  Demo page:    http://127.0.0.1:$(GATEWAY_PORT)/"
 	@$(if $(OBSERVABILITY),echo "  Prometheus:   http://127.0.0.1:$(PROMETHEUS_PORT)/  (targets: /targets, alerts: /alerts)")

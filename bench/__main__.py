@@ -190,6 +190,45 @@ def metrics_cost(url: str, cfg: Config, client: redis.Redis, inflight: int = 128
     return rows
 
 
+SCALE_OUT_MODES = {
+    # mode -> (responder processes, streams?)
+    "one responder (pub/sub)": (1, False),
+    "3 responder replicas (pub/sub, claims)": (3, False),
+    "one responder (streams)": (1, True),
+    "3 responder replicas (streams)": (3, True),
+}
+
+
+def scale_out(url: str, cfg: Config, client: redis.Redis, inflight: int = 128) -> list[dict[str, Any]]:
+    """The library pair with one responder, then 3 replicas (which claim each request so
+    one runs it), then Streams mode, interleaved run by run like the metrics rows. CPU per
+    call sums the caller and every responder process."""
+    runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in SCALE_OUT_MODES}
+    for _ in range(cfg.runs):
+        for mode, (replicas, streams) in SCALE_OUT_MODES.items():
+            ch = channel()
+            flag = ["--streams"] if streams else []
+            servers = [Server(RESPONDERS["library"](url, ch) + flag) for _ in range(replicas)]
+            try:
+                cpu0, redis0 = sum(s.cpu() for s in servers), redis_cpu(client)
+                result = run_load(CALLERS["library"](url, ch, inflight, cfg.seconds) + flag)
+                result["responder_cpu"] = sum(s.cpu() for s in servers) - cpu0
+                result["redis_cpu"] = redis_cpu(client) - redis0
+            finally:
+                for server in servers:
+                    server.stop()
+            runs[mode].append(result)
+    rows = []
+    for mode in SCALE_OUT_MODES:
+        row = summarise_runs(f"scale-out: {mode}", inflight, runs[mode])
+        row["cpu_us_per_call"] = round(
+            statistics.median((r["cpu"] + r["responder_cpu"] + r["redis_cpu"]) / r["count"] * 1e6 for r in runs[mode]), 2
+        )
+        report_row(row)
+        rows.append(row)
+    return rows
+
+
 class Scraper:
     """GETs each /metrics URL every 2 s on a thread, as Prometheus would (but more often)."""
 
@@ -210,12 +249,16 @@ class Scraper:
             self._thread.join(timeout=5)
 
     def _run(self) -> None:
-        while not self._stop.wait(2.0 if self.count else 0.3):
+        scraped: set[str] = set()
+        # Every 0.3 s until each endpoint answered once (a process may still be starting),
+        # then every 2 s.
+        while not self._stop.wait(2.0 if len(scraped) == len(self.urls) else 0.3):
             for url in self.urls:
                 try:
                     with urllib.request.urlopen(url, timeout=2) as response:
                         response.read()
                     self.count += 1
+                    scraped.add(url)
                 except OSError as exc:
                     self.errors.append(f"{url}: {exc}")
 
@@ -354,6 +397,14 @@ def ratios(rows: list[dict[str, Any]]) -> list[str]:
         for row in rows
         if "metrics_cost_percent" in row
     ]
+    scale = {r["scenario"]: r for r in rows if r["scenario"].startswith("scale-out: ")}
+    if scale:
+        base = scale[f"scale-out: {next(iter(SCALE_OUT_MODES))}"]
+        for name, row in scale.items():
+            out.append(
+                f"{name[len('scale-out: '):]}: {row['rate']['median'] / base['rate']['median']:.2f}x one pub/sub responder's "
+                f"calls/s at {row['inflight']} in flight; CPU per call (caller + responders + Redis) {row['cpu_us_per_call']} us"
+            )
     for (name, inflight), rate in sorted(by.items(), key=lambda kv: kv[0][1]):
         if name != ours:
             continue
@@ -409,10 +460,10 @@ def machine(client: redis.Redis) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smoke mode for CI (under a minute)")
-    parser.add_argument("--only", choices=["rpc", "metrics", "gateway", "fanout", "memory"], action="append")
+    parser.add_argument("--only", choices=["rpc", "metrics", "scale", "gateway", "fanout", "memory"], action="append")
     args = parser.parse_args()
     cfg = QUICK if args.quick else FULL
-    wanted = set(args.only or ["rpc", "metrics", "gateway", "fanout", "memory"])
+    wanted = set(args.only or ["rpc", "metrics", "scale", "gateway", "fanout", "memory"])
     started = time.monotonic()
     with RedisProcess() as server:
         client = redis.Redis.from_url(server.url)
@@ -427,6 +478,8 @@ def main() -> int:
             rows += rpc_pairs(server.url, cfg, client)
         if "metrics" in wanted:
             rows += metrics_cost(server.url, cfg, client)
+        if "scale" in wanted:
+            rows += scale_out(server.url, cfg, client)
         if "gateway" in wanted:
             rows += gateway_path(server.url, cfg)
         if "fanout" in wanted:

@@ -1,7 +1,8 @@
 """The library's Responder serving `echo`, until SIGTERM.
 
-python -m bench.library_responder URL CHANNEL [METRICS_PORT]: with a port it counts metrics
-and serves /metrics there; without, it counts none (the metrics-cost row's baseline)."""
+python -m bench.library_responder URL CHANNEL [METRICS_PORT] [--streams]: with a port it counts
+metrics and serves /metrics there; without, it counts none (the metrics-cost row's baseline).
+``--streams`` serves RPC_TRANSPORT=streams (the scale-out rows)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,13 @@ from pubsub_rpc.metrics import served
 
 
 async def main() -> None:
-    url, channel = sys.argv[1], sys.argv[2]
-    metrics_port = int(sys.argv[3]) if len(sys.argv) > 3 else 0
-    settings = Settings(redis_url=url, channel=channel, responder_pattern=channel + "_sender", push_interval=0)
+    args = [arg for arg in sys.argv[1:] if not arg.startswith("--")]
+    url, channel = args[0], args[1]
+    metrics_port = int(args[2]) if len(args) > 2 else 0
+    transport = "streams" if "--streams" in sys.argv else "pubsub"
+    settings = Settings(
+        redis_url=url, channel=channel, responder_pattern=channel + "_sender", push_interval=0, transport=transport
+    )
     responder = Responder(settings, name="bench-responder", metrics=bool(metrics_port), tracing=False)
 
     @responder.action("echo")

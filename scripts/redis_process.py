@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -66,6 +67,17 @@ class RedisProcess:
     async def stop_async(self) -> None:
         await asyncio.to_thread(self.stop)
 
+    def freeze(self) -> None:
+        """SIGSTOP: the server keeps its sockets (the kernel still accepts connections and
+        buffers what clients send) but answers nothing: a hung or half-open Redis."""
+        assert self.process is not None, "not running"
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT after ``freeze()``."""
+        assert self.process is not None, "not running"
+        self.process.send_signal(signal.SIGCONT)
+
     def ping(self) -> bool:
         """Whether it answers; with the default user off, NOAUTH is an answer too."""
         try:
@@ -76,6 +88,7 @@ class RedisProcess:
             return False
 
     def stop(self) -> None:
+        """SIGKILL (a crash: no goodbye to clients), even when frozen."""
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(timeout=10)

@@ -213,9 +213,9 @@ async def test_ten_thousand_bad_inputs_over_redis(
             await eventually(lambda: monitor.on("fuzz-marker") != [], what="the monitor to catch up")
         elapsed = time.monotonic() - started
 
-        # Not answers: each process's data-path probe nonces and presence heartbeats.
+        # Not answers: each process's data-path probe nonces, presence and registry heartbeats.
         probes = settings.probe_prefix.encode()
-        ignored = {b"fuzz-marker", settings.presence_channel.encode()}
+        ignored = {b"fuzz-marker", settings.presence_channel.encode(), settings.registry_name.encode()}
         replies = [
             (ch, data)
             for ch, data in monitor.messages

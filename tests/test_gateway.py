@@ -14,7 +14,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 from laravel_like_responder.actions import register
 from pubsub_rpc import Responder, Settings
-from ws_gateway.app import create_app
+from ws_gateway.app import GATEWAY, create_app
 
 from bench.wsclient import client_frame
 from scripts.redis_process import RedisProcess
@@ -111,9 +111,10 @@ async def test_gateway_started_before_redis_gets_ready_with_it(
         async with http.get(server.make_url("/readyz")) as response:
             assert response.status == 503
 
+        caller = server.app[GATEWAY].caller
+
         def each_link_failed_twice() -> bool:
-            messages = [r.getMessage() for r in caplog.records if r.name == "pubsub_rpc.link"]
-            return all(sum(m.startswith(f"ws_gateway-{kind}: cannot connect") for m in messages) >= 2 for kind in ("sub", "pub"))
+            return all(link.connect_failures >= 2 for link in (caller._subscriber, caller._publisher))
 
         # Redis starts only after each link has failed and retried: the retry path is tested.
         await eventually(each_link_failed_twice, what="each gateway link to fail to connect twice")

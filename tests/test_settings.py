@@ -45,7 +45,6 @@ BAD: list[tuple[dict[str, str], str, str]] = [
     ({"RPC_STREAM_MAX_DELIVERIES": "0"}, "RPC_STREAM_MAX_DELIVERIES=0", "integer >= 1"),
     ({"RPC_STREAM_GROUP": ""}, "RPC_STREAM_GROUP=''", "must not be empty"),
     ({"RPC_IDEMPOTENCY_TTL": "0"}, "RPC_IDEMPOTENCY_TTL=0.0", "seconds > 0"),
-    ({"REDIS_HEALTH_CHECK_INTERVAL": "0"}, "REDIS_HEALTH_CHECK_INTERVAL=0.0", "seconds > 0"),
     ({"PUSH_INTERVAL": "-1"}, "PUSH_INTERVAL=-1.0", "seconds >= 0 (0 = off)"),
     ({"RPC_PEER_INTERVAL": "0"}, "RPC_PEER_INTERVAL=0.0", "seconds > 0"),
     ({"RPC_PRESENCE_INTERVAL": "-1"}, "RPC_PRESENCE_INTERVAL=-1.0", "seconds >= 0 (0 = off)"),
@@ -77,6 +76,7 @@ BAD: list[tuple[dict[str, str], str, str]] = [
     ({"RPC_RESPONDER_PATTERN": "*.reply.*"}, "RPC_RESPONDER_PATTERN='*.reply.*'", "a reply channel"),
     ({"RPC_REPLY_NAMESPACE": "r:", "RPC_RESPONDER_PATTERN": "r:*"}, "RPC_RESPONDER_PATTERN='r:*'", "a reply channel"),
     ({"RPC_RESPONDER_PATTERN": "*.presence"}, "RPC_RESPONDER_PATTERN='*.presence'", "the presence channel"),
+    ({"RPC_RESPONDER_PATTERN": "*.responders"}, "RPC_RESPONDER_PATTERN='*.responders'", "the responder registry channel"),
     ({"RPC_USER_NAMESPACE": "u_", "RPC_RESPONDER_PATTERN": "u_*"}, "RPC_RESPONDER_PATTERN='u_*'", "per-user push channel"),
     ({"RPC_REPLY_NAMESPACE": "x.", "RPC_USER_NAMESPACE": "x.u."}, "RPC_REPLY_NAMESPACE='x.'", "must differ"),
 ]

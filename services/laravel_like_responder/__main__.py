@@ -7,9 +7,9 @@ import contextlib
 import logging
 
 from pubsub_rpc import Responder, Settings
-from pubsub_rpc.errors import ConnectionLost
+from pubsub_rpc.errors import Backpressure, ConnectionLost
 from pubsub_rpc.health import beat
-from pubsub_rpc.lifecycle import configure_logging, load_settings, run, stop_event_on_signals
+from pubsub_rpc.lifecycle import configure_logging, load_settings, run, started, stop_event_on_signals
 from pubsub_rpc.metrics import served
 from pubsub_rpc.presence import beacon_for
 
@@ -22,7 +22,7 @@ async def push_configs(responder: Responder, interval: float) -> None:
     """The seed's Laravel-to-Node push: the configs, unprompted, every ``interval`` s."""
     while True:
         await asyncio.sleep(interval)
-        with contextlib.suppress(ConnectionLost):
+        with contextlib.suppress(ConnectionLost, Backpressure):
             await responder.push("configs", main_configs())
 
 
@@ -37,7 +37,10 @@ async def main() -> None:
 
 
 async def serve(responder: Responder, settings: Settings, stop: asyncio.Event) -> None:
-    async with responder, asyncio.TaskGroup() as background:
+    # Waits for Redis however long it takes (SIGTERM still stops it): never exits for that.
+    async with started(responder, stop) as up, asyncio.TaskGroup() as background:
+        if not up:
+            return
         log.info(
             "serving %d actions on pattern %s (replies on <channel> or replyTo)",
             len(responder.actions),

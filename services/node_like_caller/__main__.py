@@ -15,7 +15,7 @@ import orjson
 from pubsub_rpc import Caller, Settings
 from pubsub_rpc.cli import call as call_once
 from pubsub_rpc.health import beat
-from pubsub_rpc.lifecycle import configure_logging, load_settings, run, stop_event_on_signals
+from pubsub_rpc.lifecycle import configure_logging, load_settings, run, started, stop_event_on_signals
 from pubsub_rpc.metrics import served
 from pubsub_rpc.presence import beacon_for
 
@@ -33,11 +33,15 @@ async def demo(settings: Settings) -> None:
 
 async def demo_with(caller: Caller, settings: Settings, stop: asyncio.Event) -> None:
     async with contextlib.AsyncExitStack() as stack:
-        await stack.enter_async_context(caller)
+        # Waits for Redis however long it takes (SIGTERM still stops it): never exits for that.
+        if not await stack.enter_async_context(started(caller, stop)):
+            return
         peer = None
         if settings.peer_channel:  # the `peers` profile: a PHP responder on its own base channel
             peer_settings = dataclasses.replace(settings, channel=settings.peer_channel)
-            peer = await stack.enter_async_context(Caller(peer_settings, name=f"peer:{settings.peer_channel}"))
+            peer = Caller(peer_settings, name=f"peer:{settings.peer_channel}")
+            if not await stack.enter_async_context(started(peer, stop)):
+                return
         tasks = await stack.enter_async_context(asyncio.TaskGroup())
         background = [tasks.create_task(run_scenario(caller)), tasks.create_task(beacon_for(caller, "caller").run())]
         if peer is not None:

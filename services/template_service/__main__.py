@@ -8,7 +8,7 @@ import logging
 
 from pubsub_rpc import Responder, Settings
 from pubsub_rpc.health import beat
-from pubsub_rpc.lifecycle import configure_logging, load_settings, run, stop_event_on_signals
+from pubsub_rpc.lifecycle import configure_logging, load_settings, run, started, stop_event_on_signals
 from pubsub_rpc.metrics import served
 from pubsub_rpc.presence import beacon_for
 
@@ -30,7 +30,10 @@ async def main() -> None:
 
 
 async def serve(responder: Responder, settings: Settings, stop: asyncio.Event) -> None:
-    async with responder, asyncio.TaskGroup() as background:
+    # Waits for Redis however long it takes (SIGTERM still stops it): never exits for that.
+    async with started(responder, stop) as up, asyncio.TaskGroup() as background:
+        if not up:
+            return
         log.info("serving %s on pattern %s", sorted(responder.actions), settings.responder_pattern)
         tasks = [background.create_task(beacon_for(responder, "responder").run())]
         if settings.heartbeat_file:  # the container's health check reads it

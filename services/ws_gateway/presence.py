@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 from pubsub_rpc import Settings
-from pubsub_rpc.link import Subscriber
+from pubsub_rpc.link import Subscriber, link_options
 from pubsub_rpc.presence import KINDS
 
 from .limits import Counters
@@ -149,5 +149,5 @@ class PresenceListener:
             "ws_gateway-presence",
             lambda channel, raw: self.board.heard(raw),
             channels=[settings.presence_channel],
-            health_check_interval=settings.health_check_interval,
+            **link_options(settings),
         )

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 
 from pubsub_rpc import Event, Settings, protocol
-from pubsub_rpc.link import Subscriber
+from pubsub_rpc.link import Subscriber, link_options
 
 from . import frames
 from .clients import WsClient
@@ -33,7 +33,7 @@ class UserPushes:
             "ws_gateway-users",
             self._on_message,
             patterns=[escape_glob(self.prefix) + "*"],
-            health_check_interval=settings.health_check_interval,
+            **link_options(settings),
         )
 
     @property

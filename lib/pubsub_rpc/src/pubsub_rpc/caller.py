@@ -9,6 +9,11 @@ caller; the shared channel is subscribed too, for pushes and for seed-era respon
 always answer there. The private channel is ``<reply prefix><service>.<32 random hex>``,
 so a Redis ACL can confine each service to its own replies; request ids are 128 random
 bits each, so nobody can guess one to spoof a reply.
+
+With RPC_FAIL_FAST the caller also reads the responder registry (pubsub_rpc.registry) and
+fails a call before publishing it when no live responder hears the request channel
+(``no_responder``) or none serves the action (``unknown_action``). Off by default: a
+responder that does not announce itself (the seed's PHP command) would look absent.
 """
 
 from __future__ import annotations
@@ -26,15 +31,25 @@ from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
-from . import protocol
+from . import protocol, registry
 from . import tracing as traces
-from .errors import CallTimeout, ConnectionLost, InvalidRequest, NoResponder, RequestTooLarge, RpcError
-from .link import Publisher, Subscriber
+from .errors import (
+    Backpressure,
+    CallTimeout,
+    ConnectionLost,
+    InvalidRequest,
+    NoResponder,
+    RequestTooLarge,
+    RpcError,
+    UnknownAction,
+)
+from .link import Publisher, Subscriber, link_options
 from .logs import call_fields
 from .metrics import READY_HELP, LatencyTable, counter, gauge, link_families
 from .probe import Probe, probe_channel
 from .protocol import Event, MalformedMessage
 from .ratelog import RateLimitedLog
+from .registry import Directory
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -88,13 +103,14 @@ class Caller:
         channels = [self.settings.channel]
         if self.settings.private_replies:
             channels.append(self.reply_channel)
-        url, interval = self.settings.redis_dsn, self.settings.health_check_interval
+        url, options = self.settings.redis_dsn, link_options(self.settings)
         probe = probe_channel(self.settings.probe_prefix, self.settings.service)
-        self._subscriber = Subscriber(
-            url, f"{name}-sub", self._on_message, channels=channels, health_check_interval=interval, probe_channel=probe
-        )
-        self._publisher = Publisher(url, f"{name}-pub", interval)
+        self._subscriber = Subscriber(url, f"{name}-sub", self._on_message, channels=channels, probe_channel=probe, **options)
+        self._publisher = Publisher(url, f"{name}-pub", **options)
+        # Either link found dead (closed, or silent past REDIS_LIVENESS_TIMEOUT): every call
+        # in flight fails now with connection_lost, not at its timeout.
         self._subscriber.on_disconnect(self._fail_pending)
+        self._publisher.on_disconnect(self._fail_pending)
         self.probe = Probe(self._subscriber, self._publisher, probe, self.settings.probe_interval)
         self.malformed = 0
         self._bad_input = RateLimitedLog(log)  # anyone may publish on the shared channel
@@ -108,6 +124,15 @@ class Caller:
         self._tracing = traces.enabled() if tracing is None else tracing and traces.enabled()
         self._tracer = traces.tracer(tracer_provider) if self._tracing else None
         self._spans: dict[str, Any] = {}  # requestId -> its CLIENT span, while tracing
+        # RPC_FAIL_FAST: the registry's view of live responders, reloaded on each subscription.
+        self.directory: Directory | None = None
+        self.failed_fast = 0
+        self._loading: asyncio.Task[None] | None = None
+        if self.settings.fail_fast:
+            self.directory = Directory(self.settings.registry_name)
+            self._subscriber.add_side_channel(self.settings.registry_name, self.directory.on_message)
+            self._subscriber.on_disconnect(self.directory.reset)
+            self._subscriber.on_subscribed(self._load_directory)
 
     async def __aenter__(self) -> Caller:
         await self.start()
@@ -118,8 +143,9 @@ class Caller:
 
     async def start(self, connect_timeout: float | None = 10.0) -> None:
         """Open both connections and wait until the subscriptions are confirmed, so a reply
-        can never beat us to the channel. ``None`` waits as long as Redis takes; on a
-        timeout the connections are closed again and ConnectionLost is raised."""
+        can never beat us to the channel. ``None`` waits as long as Redis takes (the links
+        retry, logging why; services do this, see ``lifecycle.started``); on a timeout the
+        connections are closed again and ConnectionLost is raised."""
         self._closed = False
         self._subscriber.start()
         self._publisher.start()
@@ -133,6 +159,11 @@ class Caller:
 
     async def close(self) -> None:
         self._closed = True
+        if self._loading is not None:
+            self._loading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loading
+            self._loading = None
         await self.probe.close()
         await self._subscriber.close()
         await self._publisher.close()
@@ -165,7 +196,8 @@ class Caller:
         ``headers`` go in the envelope as they are (W3C ``traceparent``/``tracestate``: see
         pubsub_rpc.tracing). Raises CallTimeout, NoResponder, ConnectionLost, or a
         RemoteError subclass named by the reply's code (UnknownAction, InvalidRequest,
-        HandlerError, Overloaded, ...).
+        HandlerError, Overloaded, ...); Backpressure at once when the publisher's
+        connection holds more than REDIS_MAX_WRITE_BUFFER unsent bytes.
         """
         request_id, future = self._start(action, data, timeout, headers)
         try:
@@ -190,6 +222,14 @@ class Caller:
     ) -> tuple[str, asyncio.Future[Any]]:
         if not self._subscriber.ready.is_set():
             raise ConnectionLost(f"{self.name}: not subscribed to the reply channel (Redis down?)")
+        directory = self.directory
+        if directory is not None and directory.loaded:
+            verdict = directory.verdict(self._request_channel, action)
+            if verdict != "ok":
+                self.failed_fast += 1
+                if verdict == "no_responder":
+                    raise NoResponder(f"no live responder hears {self._request_channel!r} (registry; RPC_FAIL_FAST)")
+                raise UnknownAction(f"no live responder serves {action!r} (registry; RPC_FAIL_FAST)")
         timeout = self._default_timeout if timeout is None else timeout
         loop = asyncio.get_running_loop()
         try:
@@ -215,9 +255,9 @@ class Caller:
         # Published first: if Redis is down this raises before anything is registered.
         try:
             self._publisher.publish_request(self._request_channel, payload, self._after_publish, request_id)
-        except ConnectionLost:
+        except (ConnectionLost, Backpressure) as exc:
             if span is not None:
-                traces.end(span, ConnectionLost.code)
+                traces.end(span, exc.code)
             raise
         if span is not None:
             self._spans[request_id] = span
@@ -404,6 +444,28 @@ class Caller:
             if not future.done():
                 future.set_result(result)
 
+    def _load_directory(self) -> None:
+        """Subscribed (again): load the registry's hash; its channel keeps it current."""
+        if self._loading is None or self._loading.done():
+            self._loading = asyncio.create_task(self._load(), name=f"registry:{self.name}")
+
+    async def _load(self) -> None:
+        """Until it worked once for this subscription: every wait bounded, every failure
+        logged and retried (calls are not failed fast meanwhile)."""
+        assert self.directory is not None
+        interval = self.settings.announce_interval
+        while not self.directory.loaded and self._subscriber.ready.is_set():
+            if not self._publisher.ready.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(interval):
+                        await self._publisher.ready.wait()
+                continue
+            try:
+                await registry.load(self.directory, self._publisher, self.settings.connect_timeout)
+            except Exception as exc:  # ConnectionLost, or a refusal: logged and retried, never silent
+                self._bad_input.warning("registry", "%s: registry not loaded (%s); retrying", self.name, exc)
+                await asyncio.sleep(interval)  # a retry pause, bounded
+
     def _dispatch_event(self, event: Event) -> None:
         for handler in list(self._event_handlers):
             try:
@@ -435,6 +497,11 @@ class Caller:
         families += [
             gauge("rpc_client_calls_in_flight", "Calls sent and not settled yet", len(self._pending)),
             counter("rpc_client_malformed_messages", "Unreadable messages on the reply and push channels", self.malformed),
+            counter(
+                "rpc_client_failed_fast",
+                "Calls failed before publishing: no live responder serves them (RPC_FAIL_FAST)",
+                self.failed_fast,
+            ),
             gauge("rpc_ready", READY_HELP, {self.name: float(self.ready)}, "component"),
             *link_families([self._subscriber, self._publisher]),
         ]

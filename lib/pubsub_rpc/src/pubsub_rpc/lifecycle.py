@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import signal
 import sys
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any, Protocol
 
 from .logs import configure_logging
 from .settings import Settings
@@ -22,7 +24,49 @@ def load_settings(program: str, **defaults: Any) -> Settings:
         raise SystemExit(2) from None
 
 
-__all__ = ["configure_logging", "load_settings", "run", "stop_event_on_signals"]
+__all__ = ["configure_logging", "load_settings", "run", "started", "stop_event_on_signals"]
+
+log = logging.getLogger(__name__)
+WAITING_LOG_INTERVAL = 30.0  # seconds between "still waiting for Redis" lines
+
+
+class Runner(Protocol):
+    """A Caller or a Responder."""
+
+    name: str
+
+    async def start(self, connect_timeout: float | None = ...) -> None: ...
+
+    async def __aexit__(self, *exc_info: object) -> None: ...
+
+
+@contextlib.asynccontextmanager
+async def started(runner: Runner, stop: asyncio.Event) -> AsyncIterator[bool]:
+    """``async with started(responder, stop) as up:`` start ``runner`` however long Redis
+    takes to be reachable (and to accept our subscriptions): a service must not die, nor
+    hang unkillable, because Redis is late. Its links retry with backoff and say why;
+    readiness is false meanwhile. ``up`` is False when ``stop`` came first (SIGTERM while
+    waiting). On exit the runner is stopped (a Responder drains) or closed."""
+    starting = asyncio.create_task(runner.start(connect_timeout=None), name=f"start:{runner.name}")
+    stopping = asyncio.create_task(stop.wait(), name=f"stop:{runner.name}")
+    try:
+        while not (starting.done() or stopping.done()):
+            await asyncio.wait({starting, stopping}, timeout=WAITING_LOG_INTERVAL, return_when=asyncio.FIRST_COMPLETED)
+            if not (starting.done() or stopping.done()):
+                log.warning("%s: still waiting for Redis (the links keep retrying; see their lines above)", runner.name)
+    finally:
+        stopping.cancel()
+        if not starting.done():
+            starting.cancel()  # start() closes its links when cancelled
+            await asyncio.wait({starting})
+    if starting.cancelled():
+        yield False
+        return
+    starting.result()
+    try:
+        yield True
+    finally:
+        await runner.__aexit__(None, None, None)
 
 
 def stop_event_on_signals() -> asyncio.Event:

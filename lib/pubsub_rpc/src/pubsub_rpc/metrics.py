@@ -180,15 +180,26 @@ def link_families(links: Iterable[Link]) -> list[CounterMetricFamily | GaugeMetr
     reconnects = CounterMetricFamily("rpc_redis_link_reconnects", "Connections made after the first one", labels=["link"])
     failures = CounterMetricFamily(
         "rpc_redis_link_liveness_failures",
-        "Connections dropped because they stopped working: no PING answer (ping) or a deaf data path (probe)",
+        "Connections dropped because they stopped working: no answer within REDIS_LIVENESS_TIMEOUT (ping), "
+        "a deaf data path (probe), a subscription refused (refused)",
         labels=["link", "reason"],
+    )
+    connect_failures = CounterMetricFamily(
+        "rpc_redis_link_connect_failures",
+        "Connection attempts that failed (refused, unreachable, or no handshake within REDIS_CONNECT_TIMEOUT)",
+        labels=["link"],
+    )
+    backpressured = GaugeMetricFamily(
+        "rpc_redis_link_backpressured", "1 while over REDIS_MAX_WRITE_BUFFER unsent bytes: new calls fail", labels=["link"]
     )
     for link in links:
         up.add_metric([link.name], 1.0 if link.ready.is_set() else 0.0)
         reconnects.add_metric([link.name], link.reconnects)
+        connect_failures.add_metric([link.name], link.connect_failures)
+        backpressured.add_metric([link.name], 1.0 if link.backpressured else 0.0)
         for reason, count in sorted(link.liveness_failures.items()):
             failures.add_metric([link.name, reason], count)
-    return [up, reconnects, failures]
+    return [up, reconnects, failures, connect_failures, backpressured]
 
 
 def serve(exporter: Exporter, port: int, host: str = "0.0.0.0") -> tuple[WSGIServer, threading.Thread]:  # noqa: S104

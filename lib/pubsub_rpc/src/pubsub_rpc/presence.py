@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
-from .errors import ConnectionLost
+from .errors import Backpressure, ConnectionLost
 from .link import Publisher
 from .ratelog import RateLimitedLog
 
@@ -101,12 +101,12 @@ class Beacon:
                     try:
                         await self._publisher.publish(self.channel, self._beat())
                         self.sent += 1
-                    except ConnectionLost as exc:  # down, or the ACL refuses the channel
+                    except (ConnectionLost, Backpressure) as exc:  # down, backpressured, or the ACL refuses the channel
                         self._log.warning("publish", "presence heartbeat on %s not sent: %s", self.channel, exc)
                 await asyncio.sleep(self.interval)
         finally:
             # Best effort, not awaited: the link may be closing too.
-            with contextlib.suppress(ConnectionLost, RuntimeError):
+            with contextlib.suppress(ConnectionLost, Backpressure, RuntimeError):
                 if self._publisher.ready.is_set():
                     self._publisher.publish_nowait(self.channel, self._beat(leaving=True))
 

@@ -21,11 +21,19 @@ turned into Prometheus families only when scraped (``metric_families``).
 Every request with a requestId gets exactly one reply (a result or a named error), unless
 its reply channel breaks the rules in channels.py: then nothing is published, and the
 request is counted as dropped.
+
+Replicas on one channel (docs/scale-out.md): each responder announces itself in the
+registry (pubsub_rpc.registry) and, while others are alive, claims each request before
+running it (pubsub_rpc.claims), so one replica runs it and the others count it as
+``claimed_elsewhere``; an action it does not serve gets ``unknown_action`` only when no live
+responder serves it. Notifications (no requestId) are not claimed: every replica runs them.
+A solo responder pays one float comparison per message for all of this.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import inspect
 import logging
@@ -43,12 +51,13 @@ from . import protocol
 from . import tracing as traces
 from .channels import ChannelRules
 from .errors import ConnectionLost, HandlerError, InvalidRequest, Overloaded, RemoteError, Unavailable, UnknownAction
-from .link import Publisher, Subscriber
+from .link import Publisher, Subscriber, link_options
 from .logs import call_fields
 from .metrics import BUCKETS, READY_HELP, LatencyTable, counter, gauge, link_families
 from .probe import Probe, probe_channel
 from .protocol import MalformedMessage, Request
 from .ratelog import RateLimitedLog
+from .replicas import Replicas
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -98,12 +107,29 @@ class ResponderStats:
     rejected_reply_channel: int = 0  # the reply would have gone where replies may not go
     rejected_push_channel: int = 0  # a push asked for a channel pushes may not go to (not a message outcome)
     lost_replies: int = 0  # the reply could not be sent: Redis connection down
+    claimed_elsewhere: int = 0  # another replica won the claim and runs it (docs/scale-out.md)
+    lost_claims: int = 0  # the claim got no answer (Redis connection down) or was refused
+    not_ours: int = 0  # an action we do not serve, served by another live responder, which answers it
+    stale: int = 0  # read while our own registry heartbeat was unacknowledged too long (frozen?)
     pushes: int = 0  # pushes published (not a message outcome)
+    claims_won: int = 0  # claims that said run it (not a message outcome: it goes on to one)
+    stale_rejoins: int = 0  # times the stale rule dropped the subscription to rejoin (not a message outcome)
 
 
 # ResponderStats counters exported as rpc_server_messages_dropped_total{reason}: why a
 # message was not served (overloaded and invalid requests are answered with an error).
-DROP_REASONS = ("malformed", "bad_channel", "rejected_reply_channel", "expired", "overloaded", "lost_replies")
+DROP_REASONS = (
+    "malformed",
+    "bad_channel",
+    "rejected_reply_channel",
+    "expired",
+    "overloaded",
+    "lost_replies",
+    "claimed_elsewhere",
+    "lost_claims",
+    "not_ours",
+    "stale",
+)
 OUTCOMES = ("replied", "errors", "notifications", "expired", "dropped")
 
 
@@ -126,19 +152,25 @@ class Responder:
         self.stats = ResponderStats()
         self.channels = ChannelRules(self.settings, [self.settings.responder_pattern])
         self._reply_to_verdicts = self.channels.reply_to_verdicts
-        url, interval = self.settings.redis_dsn, self.settings.health_check_interval
+        url, options = self.settings.redis_dsn, link_options(self.settings)
         probe = probe_channel(self.settings.probe_prefix, self.settings.service)
         self._subscriber = Subscriber(
             url,
             f"{name}-sub",
             self._on_message,
             patterns=self.channels.patterns,
-            health_check_interval=interval,
             max_channel_bytes=self.settings.max_channel_bytes,
             on_bad_channel=self._on_bad_channel,
             probe_channel=probe,
+            **options,
         )
-        self._publisher = Publisher(url, f"{name}-pub", interval)
+        self._publisher = Publisher(url, f"{name}-pub", **options)
+        # Requests are taken only while replies can be sent: the subscriber connects only
+        # while the publisher is up, goes when it goes, and stops reading while the
+        # publisher is backpressured (Redis keeps the requests for us meanwhile).
+        self._subscriber.gate = self._publisher.ready
+        self._publisher.on_disconnect(lambda: self._subscriber.disconnect("its publisher is down: no reply could be sent"))
+        self._publisher.on_backpressure(self._on_publisher_backpressure)
         self.probe = Probe(self._subscriber, self._publisher, probe, self.settings.probe_interval)
         self.latency: LatencyTable | None = LatencyTable() if metrics else None
         self._ok_rows = self.latency.ok if self.latency is not None else None
@@ -159,6 +191,12 @@ class Responder:
         self._backlog_bytes = 0
         self._accepting = False
         self._bad_input = RateLimitedLog(log)
+        # Competing replicas (docs/scale-out.md): registry, claims, owner-only answers.
+        self._replicas = Replicas(
+            self.settings, name, self._publisher, self._subscriber, self.stats, self.actions, self._accept, _fields
+        )
+        self.instance = self._replicas.instance
+        self.directory = self._replicas.directory
 
     # -- registration ----------------------------------------------------------------
 
@@ -189,18 +227,35 @@ class Responder:
         await self.stop()
 
     async def start(self, connect_timeout: float | None = 10.0) -> None:
+        """Connect and subscribe; ``None`` waits as long as Redis takes (the links retry,
+        logging why: services do this, see ``lifecycle.started``). On a timeout the
+        connections are closed again and ConnectionLost is raised."""
         self._accepting = True
         self._debug = log.isEnabledFor(logging.DEBUG)
         self._publisher.start()
+        self._subscriber.start()  # it subscribes once the publisher is up (its gate)
         try:
-            await self._publisher.wait_ready(connect_timeout)
-            self._subscriber.start()  # only once replies can be sent
-            await self._subscriber.wait_ready(connect_timeout)
+            async with asyncio.timeout(connect_timeout):
+                await self._publisher.ready.wait()
+                await self._subscriber.ready.wait()
+        except TimeoutError:
+            await self._subscriber.close()
+            await self._publisher.close()
+            raise ConnectionLost(
+                f"{self.name}: not ready within {connect_timeout}s (Redis unreachable, or a subscription refused: see the log)"
+            ) from None
         except BaseException:
             await self._subscriber.close()  # `async with` will not call __aexit__ for us
             await self._publisher.close()
             raise
         self.probe.start()
+        self._replicas.start()
+
+    def _on_publisher_backpressure(self, on: bool) -> None:
+        if on:
+            self._subscriber.pause_reading()
+        else:
+            self._subscriber.resume_reading()
 
     @property
     def publisher(self) -> Publisher:
@@ -214,8 +269,14 @@ class Responder:
         return self._subscriber.ready.is_set() and self._publisher.ready.is_set() and self.probe.ok
 
     @property
+    def claiming(self) -> bool:
+        """Whether a request with a requestId read now would be claimed first."""
+        return self._replicas.claiming
+
+    @property
     def in_flight(self) -> int:
-        return len(self._running) + len(self._backlog)
+        """Requests taken and not ended yet: running, queued, or waiting for their claim."""
+        return len(self._running) + len(self._backlog) + self._replicas.claims_pending
 
     @property
     def backlog_bytes(self) -> int:
@@ -224,9 +285,14 @@ class Responder:
     async def stop(self) -> None:
         """Stop taking requests, give those already taken ``drain_timeout`` seconds to finish
         (their replies are sent), then answer the rest with ``unavailable``."""
-        self._accepting = False
         await self.probe.close()
         await self._subscriber.close()
+        await self._replicas.stop()  # leave the registry: we hear no more requests
+        # Claims still in flight were lost by the other replicas if we won them: run those.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.settings.drain_timeout):
+                await self._publisher.drain()
+        self._accepting = False
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.drain_timeout
         while self._running and loop.time() < deadline:
@@ -247,7 +313,7 @@ class Responder:
             task.cancel()
         if self._running or self._abandoned:
             await asyncio.wait(self._running | self._abandoned)
-        await self._publisher.drain()
+        await self._publisher.drain()  # bounded by the liveness timeout
         await self._publisher.close()
         log.info("%s: stopped; %s", self.name, self.stats)
 
@@ -260,7 +326,8 @@ class Responder:
         ``user=sub`` to that user's channel (``user_prefix + sub``), which gateways deliver
         to that user's sockets only. A channel this responder's own patterns match, an
         over-long one or an empty ``user`` is refused: nothing is sent, 0 is returned and
-        ``stats.rejected_push_channel`` counts it."""
+        ``stats.rejected_push_channel`` counts it. Raises ConnectionLost while Redis is
+        down, Backpressure while the publisher's connection is over REDIS_MAX_WRITE_BUFFER."""
         if channel is not None and user is not None:
             raise ValueError("push goes to a channel or to a user, not both")
         target = self.channels.push_target(channel, user)
@@ -312,6 +379,9 @@ class Responder:
                 self._reject_reply_channel(channel, request.request_id, reply_to, request)
                 return
             reply_channel = allowed
+        if received > self._replicas.fast_until:  # claiming, stale, or time to look again (replicas.py)
+            self._replicas.gated(request, channel, reply_channel, len(raw), received)
+            return
         self._accept(request, channel, reply_channel, len(raw))
 
     def _accept(self, request: Request, channel: str, reply_channel: str, size: int) -> None:
@@ -328,6 +398,10 @@ class Responder:
             request.span = traces.server_span(self._tracer, request.action, channel, request.request_id, request.headers)
         spec = self.actions.get(request.action)
         if spec is None:
+            if self.directory.serves(channel, request.action):
+                self._replicas.not_ours(request)  # another live responder serves it: its answer
+                self._end_span(request, "not_ours")
+                return
             self._finish(request, reply_channel, None, UnknownAction(f"unknown action {request.action!r}; try 'actions'"))
         elif not self._accepting:
             self._finish(request, reply_channel, None, Unavailable("responder shutting down"))
@@ -374,10 +448,17 @@ class Responder:
         if reply_channel is None:
             self._reject_reply_channel(channel, request_id, reply_to, None, fields)
             return
-        self._bad_input.warning("invalid", "%s: invalid request on %s: %s", self.name, _shown(channel), exc, extra=fields)
-        self._send_error(action, request_id, reply_channel, exc)
-        if self.latency is not None:
-            self.latency.observe(action or "_none", exc.code, perf_counter() - received)
+
+        def answer() -> None:
+            self._bad_input.warning("invalid", "%s: invalid request on %s: %s", self.name, _shown(channel), exc, extra=fields)
+            self._send_error(action, request_id, reply_channel, exc)
+            if self.latency is not None:
+                self.latency.observe(action or "_none", exc.code, perf_counter() - received)
+
+        if received > self._replicas.fast_until:
+            self._replicas.once(request_id, received, answer)  # one replica answers (replicas.py)
+        else:
+            answer()
 
     def _reject_reply_channel(
         self, channel: str, request_id: str, reply_to: object, request: Request | None, fields: dict[str, Any] | None = None
@@ -602,6 +683,7 @@ class Responder:
                 "reason",
             ),
             counter("rpc_server_pushes", "Pushes published", stats.pushes),
+            *self._replicas.families(),
             counter("rpc_server_pushes_refused", "Pushes refused: the channel was not allowed", stats.rejected_push_channel),
             gauge("rpc_ready", READY_HELP, {self.name: float(self.ready)}, "component"),
             *link_families([self._subscriber, self._publisher]),

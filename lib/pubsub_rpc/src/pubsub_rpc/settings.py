@@ -49,7 +49,6 @@ class Settings:
     max_message_bytes: int = 1_048_576
     max_channel_bytes: int = 256
     drain_timeout: float = 8.0
-    health_check_interval: float = 15.0
     liveness_timeout: float = 3.0
     connect_timeout: float = 3.0
     max_write_buffer: int = 8_388_608
@@ -229,7 +228,6 @@ ENV: dict[str, tuple[str, str]] = {
     "max_message_bytes": ("RPC_MAX_MESSAGE_BYTES", "larger messages are dropped as malformed"),
     "max_channel_bytes": ("RPC_MAX_CHANNEL_BYTES", "longer request or reply channel names are dropped"),
     "drain_timeout": ("RPC_DRAIN_TIMEOUT", "seconds a stopping responder lets in-flight requests finish"),
-    "health_check_interval": ("REDIS_HEALTH_CHECK_INTERVAL", "idle seconds before a PING checks the connection"),
     "liveness_timeout": (
         "REDIS_LIVENESS_TIMEOUT",
         "seconds without any answer from Redis before a connection counts as dead: dropped, its calls fail `connection_lost`",
@@ -325,7 +323,6 @@ RULES: dict[str, check.Rule] = {
     "max_message_bytes": check.integer_at_least(1),
     "max_channel_bytes": check.integer_at_least(1),
     "drain_timeout": check.seconds(),
-    "health_check_interval": check.seconds(),
     "push_interval": check.seconds(zero_means_off=True),
     "liveness_timeout": check.seconds(),
     "connect_timeout": check.seconds(),

@@ -121,6 +121,7 @@ def _cross_field_problems(settings: Settings, env: dict[str, tuple[str, str]]) -
         settings.user_prefix + "x": "a per-user push channel",
         settings.probe_prefix + settings.service + "." + REPLY_SAMPLE_TAIL: "a probe channel",
         settings.presence_channel: "the presence channel",
+        settings.registry_name: "the responder registry channel",
     }
     problems = []
     for sample, what in samples.items():
