@@ -274,7 +274,7 @@ async def test_pause_a_replica_past_the_visibility_timeout_streams(streams: Chao
         async with Load(caller, streams.gateway_urls(), streams.jwt_secret, prefix, timeout=15.0) as load:
             await load.until(warmed_up, 30, "the load to run")
             await asyncio.to_thread(docker, "pause", victim)
-            frozen_at = time.time()  # the victim logs nothing from here until it thaws
+            frozen_at, frozen_mono = time.time(), time.monotonic()  # the victim logs nothing from here until it thaws
             await load.run_for(VISIBILITY + 2)
             await asyncio.to_thread(docker, "unpause", victim)
             await load.run_for(3)
@@ -284,6 +284,10 @@ async def test_pause_a_replica_past_the_visibility_timeout_streams(streams: Chao
     outcomes = load.outcomes
     twice = runs.started_twice()
     outside = [tag for tag, replicas in twice.items() if runs.started_at.get((tag, host), frozen_at + 1) > frozen_at]
+    # The frozen replica's calls still in flight when it froze, and who answered them.
+    by_tag = {o.tag: o for o in outcomes}
+    started_there = [tag for (tag, replica), at in runs.started_at.items() if replica == host and at < frozen_at]
+    frozen_with = [by_tag[tag] for tag in started_there if tag in by_tag and by_tag[tag].ended > frozen_mono]
     record(
         "pause_streams",
         summary(outcomes),
@@ -293,8 +297,12 @@ async def test_pause_a_replica_past_the_visibility_timeout_streams(streams: Chao
         completed_twice=len(runs.done_twice()),
         ran_twice_not_started_before_the_freeze=len(outside),
         replies_more_than_once=tap.more_than_once(),
+        in_flight_on_frozen_replica=len(frozen_with),
+        answered_by_another=sum(o.ok and o.result["replica"] != host for o in frozen_with),
+        stream_length=streams.stream_length(),
     )
     assert not lost(outcomes), f"{len(lost(outcomes))} calls not answered: {lost(outcomes)[:5]}"
     assert len({o.tag for o in outcomes}) == len(outcomes), "a call resolved twice"
     assert not outside, f"ran twice though the frozen replica had not started them: {outside[:5]}"
     assert tap.more_than_once() == 0, f"{tap.more_than_once()} host calls got more than one reply"
+    assert streams.stream_length() > 0, "requests did not go through the stream"
