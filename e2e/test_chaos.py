@@ -34,7 +34,7 @@ pytestmark = [pytest.mark.chaos, pytest.mark.timeout(300)]
 
 RECOVERY_TARGET = 2.0  # issue 9's target from Redis back to the first good call: printed
 RECOVERY_BOUND = 5.0  # what is asserted (docs/operations.md promises under 5 s)
-RECLAIM_MARGIN = 2.0  # past the visibility timeout: one reclaim scan, the rerun, the reply
+RECLAIM_MARGIN = 3.0  # past the visibility timeout: a reclaim scan or two, the rerun, the reply
 FIGURES: dict[str, dict[str, Any]] = {}
 
 
