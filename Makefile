@@ -39,7 +39,7 @@ DATA ?= null
 CHANNEL ?=
 PYTEST_ARGS ?=
 
-.PHONY: help setup dev test lint lock lock-upgrade lock-check up peers observability down logs ps call e2e check bench bench-quick bootstrap bootstrap-peers bootstrap-observability secrets new-service
+.PHONY: help setup dev test lint lock lock-upgrade lock-check up peers observability down logs ps call e2e chaos check bench bench-quick bootstrap bootstrap-peers bootstrap-observability secrets new-service
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' Makefile | awk -F':.*## ' '{printf "  make %-23s %s\n", $$1, $$2}'
@@ -126,6 +126,9 @@ new-service: ## copy the template service as NAME, with the library, into DEST: 
 
 e2e: setup bootstrap bootstrap-peers bootstrap-observability secrets ## end-to-end tests against the real containers (own project, own port)
 	@.venv/bin/python -m pytest e2e -p no:cacheprovider -o timeout=300 $(PYTEST_ARGS)
+
+chaos: setup bootstrap secrets ## only the e2e chaos suite: faults under load on 3 responders and 2 gateways (about 3 minutes)
+	@.venv/bin/python -m pytest e2e -m chaos -p no:cacheprovider -o timeout=300 $(PYTEST_ARGS)
 
 check: test e2e ## both suites
 

@@ -402,7 +402,7 @@ def ratios(rows: list[dict[str, Any]]) -> list[str]:
         base = scale[f"scale-out: {next(iter(SCALE_OUT_MODES))}"]
         for name, row in scale.items():
             out.append(
-                f"{name[len('scale-out: '):]}: {row['rate']['median'] / base['rate']['median']:.2f}x one pub/sub responder's "
+                f"{name[len('scale-out: ') :]}: {row['rate']['median'] / base['rate']['median']:.2f}x one pub/sub responder's "
                 f"calls/s at {row['inflight']} in flight; CPU per call (caller + responders + Redis) {row['cpu_us_per_call']} us"
             )
     for (name, inflight), rate in sorted(by.items(), key=lambda kv: kv[0][1]):

@@ -5,15 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import math
 import platform
+import socket
 import time
 from typing import Any
 
-from pubsub_rpc import InvalidRequest, Responder
+from pubsub_rpc import InvalidRequest, Responder, current_request
+from pubsub_rpc.logs import call_fields
 
 STARTED_AT = time.time()
 MAX_SLOW_MS = 60_000
+MAX_TAG_CHARS = 100
+# This process among the replicas of a scaled service: the container's host name.
+REPLICA = socket.gethostname()
+log = logging.getLogger("laravel_like_responder.work")
 
 
 def main_configs() -> dict[str, Any]:
@@ -54,6 +61,14 @@ def register(responder: Responder) -> None:
         await asyncio.sleep(ms / 1000)
         return {"sleptMs": ms}
 
+    @responder.action("work", 'Demo/test load: sleep data.ms, log each run with data.tag, answer {"replica", "tag"}')
+    async def work(data: Any) -> dict[str, str]:
+        ms, tag = _work_arguments(data)
+        _log_run("work started", tag)
+        await asyncio.sleep(ms / 1000)
+        _log_run("work done", tag)
+        return {"replica": REPLICA, "tag": tag}
+
     @responder.action("fail", "Always raise, to show a handler_error reply")
     def fail(data: Any) -> None:
         raise RuntimeError("this action fails on purpose")
@@ -73,6 +88,25 @@ def register(responder: Responder) -> None:
             "inFlight": responder.in_flight,
             "backlogBytes": responder.backlog_bytes,
         }
+
+
+def _work_arguments(data: Any) -> tuple[int, str]:
+    ms = data.get("ms", 0) if isinstance(data, dict) else None
+    tag = data.get("tag", "") if isinstance(data, dict) else None
+    if not isinstance(ms, int) or isinstance(ms, bool) or not 0 <= ms <= MAX_SLOW_MS:
+        raise InvalidRequest(f'work expects {{"ms": 0..{MAX_SLOW_MS}, "tag": "..."}}')
+    if not isinstance(tag, str) or len(tag) > MAX_TAG_CHARS:
+        raise InvalidRequest(f"work expects a string tag of at most {MAX_TAG_CHARS} characters")
+    return ms, tag
+
+
+def _log_run(what: str, tag: str) -> None:
+    """One line per start and per end of a run, written before anything else can fail: the
+    chaos suite (e2e/test_chaos.py) counts runs per tag in every replica's log, so a run is
+    on record even if the replica is SIGKILLed right after."""
+    request = current_request()
+    request_id = request.request_id if request is not None else None
+    log.info("%s tag=%s replica=%s", what, tag, REPLICA, extra=call_fields(request_id, "work"))
 
 
 def _camel(name: str) -> str:
