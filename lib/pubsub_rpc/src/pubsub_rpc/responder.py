@@ -42,6 +42,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from . import protocol
 from . import tracing as traces
 from .channels import ChannelRules
+from .cluster import Shards, is_shard_channel, shard_request_channel
 from .errors import ConnectionLost, HandlerError, InvalidRequest, Overloaded, RemoteError, Unavailable, UnknownAction
 from .link import Publisher, Subscriber, link_options
 from .logs import call_fields
@@ -146,6 +147,15 @@ class Responder:
         self._publisher.on_disconnect(lambda: self._subscriber.disconnect("its publisher is down: no reply could be sent"))
         self._publisher.on_backpressure(self._on_publisher_backpressure)
         self.probe = Probe(self._subscriber, self._publisher, probe, self.settings.probe_interval)
+        # Cluster mode (pubsub_rpc.cluster): v1 requests also come SSUBSCRIBEd on the
+        # service's sharded request channel; replies to a sharded reply channel are
+        # SPUBLISHed. Seed-era traffic stays on the classic links above.
+        self._reply = self._publisher.publish_nowait
+        self._shards: Shards | None = None
+        if self.settings.redis_cluster:
+            self._shards = Shards(self.settings, name, self._on_shard_message)
+            self._shards.subscribe(shard_request_channel(self.settings))
+            self._reply = self._route_reply
         self.latency: LatencyTable | None = LatencyTable() if metrics else None
         self._ok_rows = self.latency.ok if self.latency is not None else None
         # Successes answered within the current read (sync handlers): they share a duration,
@@ -206,15 +216,21 @@ class Responder:
             async with asyncio.timeout(connect_timeout):
                 await self._publisher.ready.wait()
                 await self._subscriber.ready.wait()
-        except TimeoutError:
+            if self._shards is not None:
+                await self._shards.start(connect_timeout)
+        except (TimeoutError, ConnectionLost):
             await self._subscriber.close()
             await self._publisher.close()
+            if self._shards is not None:
+                await self._shards.close()
             raise ConnectionLost(
                 f"{self.name}: not ready within {connect_timeout}s (Redis unreachable, or a subscription refused: see the log)"
             ) from None
         except BaseException:
             await self._subscriber.close()  # `async with` will not call __aexit__ for us
             await self._publisher.close()
+            if self._shards is not None:
+                await self._shards.close()
             raise
         self.probe.start()
 
@@ -233,7 +249,8 @@ class Responder:
     @property
     def ready(self) -> bool:
         """Both connections up and the data path proven within RPC_PROBE_INTERVAL."""
-        return self._subscriber.ready.is_set() and self._publisher.ready.is_set() and self.probe.ok
+        up = self._subscriber.ready.is_set() and self._publisher.ready.is_set() and self.probe.ok
+        return up and (self._shards is None or self._shards.connected)
 
     @property
     def in_flight(self) -> int:
@@ -249,6 +266,8 @@ class Responder:
         self._accepting = False
         await self.probe.close()
         await self._subscriber.close()
+        if self._shards is not None:
+            self._shards.stop_listening()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.drain_timeout
         while self._running and loop.time() < deadline:
@@ -271,6 +290,8 @@ class Responder:
             await asyncio.wait(self._running | self._abandoned)
         await self._publisher.drain()  # bounded by the liveness timeout
         await self._publisher.close()
+        if self._shards is not None:
+            await self._shards.close()
         log.info("%s: stopped; %s", self.name, self.stats)
 
     # -- pushes ----------------------------------------------------------------------
@@ -307,8 +328,21 @@ class Responder:
         stats.dropped += 1
         self._bad_input.warning("bad-channel", "%s: dropped a request on %s: %s", self.name, _shown(channel), reason)
 
-    def _on_message(self, channel: str, raw: bytes) -> None:
-        received = self._subscriber.read_at
+    def _on_shard_message(self, channel: str, raw: bytes, read_at: float) -> None:
+        # Under the request channel's classic name: a request without replyTo is answered
+        # where a seed-era one would be (the shared channel, classic PUBLISH).
+        self._on_message(self.settings.request_channel, raw, read_at)
+
+    def _route_reply(self, channel: str, payload: bytes) -> None:
+        assert self._shards is not None
+        if is_shard_channel(channel):
+            self._shards.publish_nowait(channel, payload)
+        else:
+            self._publisher.publish_nowait(channel, payload)
+
+    def _on_message(self, channel: str, raw: bytes, received: float | None = None) -> None:
+        if received is None:
+            received = self._subscriber.read_at
         stats = self.stats
         stats.received += 1
         try:
@@ -567,7 +601,7 @@ class Responder:
 
     def _publish(self, channel: str, payload: bytes, request: Request | None = None) -> bool:
         try:
-            self._publisher.publish_nowait(channel, payload)
+            self._reply(channel, payload)
         except ConnectionLost:
             # The caller will see ConnectionLost or a timeout; nothing else we can do here.
             self.stats.lost_replies += 1
@@ -627,7 +661,7 @@ class Responder:
             counter("rpc_server_pushes", "Pushes published", stats.pushes),
             counter("rpc_server_pushes_refused", "Pushes refused: the channel was not allowed", stats.rejected_push_channel),
             gauge("rpc_ready", READY_HELP, {self.name: float(self.ready)}, "component"),
-            *link_families([self._subscriber, self._publisher]),
+            *link_families([self._subscriber, self._publisher, *(self._shards.links() if self._shards else ())]),
         ]
         return families
 
