@@ -121,6 +121,8 @@ class Link(Writes):
         if task is not None:
             task.cancel()
             await asyncio.wait({task}, timeout=CLOSE_TIMEOUT)
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                log.error("%s: link task failed while closing", self.name, exc_info=task.exception())
         with contextlib.suppress(Exception):
             async with asyncio.timeout(CLOSE_TIMEOUT):
                 await self._pool.disconnect()
@@ -151,6 +153,10 @@ class Link(Writes):
         self._reading_paused = True
         if self._transport is not None:
             self._transport.pause_reading()
+
+    @property
+    def reading_paused(self) -> bool:
+        return self._reading_paused
 
     def resume_reading(self) -> None:
         if not self._reading_paused:
@@ -186,7 +192,8 @@ class Link(Writes):
         except Exception:
             log.exception("%s: clean-up after the link task failed too", self.name)
         with contextlib.suppress(RuntimeError):  # the loop is closing: nothing to restart
-            asyncio.get_running_loop().call_later(BACKOFF_INITIAL, self._restart)
+            # Not at once: a bug that kills it at every start must not spin.
+            asyncio.get_running_loop().call_later(BACKOFF_MAX, self._restart)
 
     def _restart(self) -> None:
         if not self._closing:
@@ -207,10 +214,15 @@ class Link(Writes):
                 if self.gate is not None and not self.gate.is_set():
                     raise LinkDropped("the link it waits for went down while connecting")
                 self.connects += 1
-                self._connect_log = RateLimitedLog(log, interval=CONNECT_LOG_INTERVAL)  # next outage logs at once
                 await self._serve(transport)
             except LINK_ERRORS as exc:
-                log.warning("%s: connection to Redis lost (%s); reconnecting", self.name, str(exc) or type(exc).__name__)
+                why = str(exc) or type(exc).__name__
+                if self.ready.is_set():  # an outage starts: always said
+                    log.warning("%s: connection to Redis lost (%s); reconnecting", self.name, why)
+                else:  # one more failed attempt of an outage (refused, not confirmed): rate-limited
+                    self._connect_log.warning(
+                        "unready", "%s: connection to Redis lost before ready (%s); retrying", self.name, why
+                    )
             except Exception:
                 log.exception("%s: link failed unexpectedly; reconnecting", self.name)
             finally:
@@ -222,6 +234,7 @@ class Link(Writes):
                     await _discard(connection)
             if became_ready:
                 delay = BACKOFF_INITIAL
+                self._connect_log = RateLimitedLog(log, interval=CONNECT_LOG_INTERVAL)  # this outage logs at once
             else:  # dropped before it was of use (refused, not confirmed): do not hammer Redis
                 await _back_off(delay)
                 delay = min(delay * 2, BACKOFF_MAX)
