@@ -177,7 +177,7 @@ async def _moves_under_load(cluster: ClusterProcesses, caller: Caller, name: str
     try:
         for _ in range(moves):
             before = sum(outcomes.values())
-            await eventually(lambda: sum(outcomes.values()) >= before + 50, what="calls flowing before the move")
+            await eventually(lambda before=before: sum(outcomes.values()) >= before + 50, what="calls flowing before the move")
             await asyncio.to_thread(cluster.move_slot, slot, other_node(cluster, slot))
     finally:
         stop.set()
