@@ -168,6 +168,11 @@ async def _load(caller: Caller, outcomes: Counter[str], stop: asyncio.Event, slo
         slowest[0] = max(slowest[0], time.monotonic() - started)
 
 
+async def _calls_flowing(outcomes: Counter[str], calls: int) -> None:
+    before = sum(outcomes.values())
+    await eventually(lambda: sum(outcomes.values()) >= before + calls, what="calls flowing before the move")
+
+
 async def _moves_under_load(cluster: ClusterProcesses, caller: Caller, name: str, moves: int) -> tuple[Counter[str], float]:
     outcomes: Counter[str] = Counter()
     stop = asyncio.Event()
@@ -176,8 +181,7 @@ async def _moves_under_load(cluster: ClusterProcesses, caller: Caller, name: str
     slot = cluster.slot_of(name)
     try:
         for _ in range(moves):
-            before = sum(outcomes.values())
-            await eventually(lambda before=before: sum(outcomes.values()) >= before + 50, what="calls flowing before the move")
+            await _calls_flowing(outcomes, 50)
             await asyncio.to_thread(cluster.move_slot, slot, other_node(cluster, slot))
     finally:
         stop.set()
