@@ -5,6 +5,7 @@ NODE``), so a test can move a channel's slot while calls flow."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -32,7 +33,10 @@ def cluster_port() -> int:
 
 
 class ClusterProcesses:
-    def __init__(self, masters: int = 3, extra_args: Sequence[str] = ()) -> None:
+    def __init__(self, masters: int = 3, extra_args: Sequence[str] = (), admin: tuple[str, str] | None = None) -> None:
+        """``admin``: (user, password) with CLUSTER and INFO rights, for an ``--aclfile``
+        whose default user is off."""
+        self.admin = admin
         self.nodes = [RedisProcess(port=cluster_port(), extra_args=[*CLUSTER_ARGS, *extra_args]) for _ in range(masters)]
 
     @property
@@ -47,11 +51,14 @@ class ClusterProcesses:
         if cli is None:
             raise RuntimeError("redis-cli not found: apt-get install redis-tools")
         addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
+        auth = ["--user", self.admin[0]] if self.admin else []
+        env = {**os.environ, "REDISCLI_AUTH": self.admin[1]} if self.admin else None
         subprocess.run(
-            [cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+            [cli, *auth, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
             check=True,
             capture_output=True,
             timeout=timeout,
+            env=env,
         )
         deadline = time.monotonic() + timeout
         while not all(self._ok(node) for node in self.nodes):
@@ -67,6 +74,8 @@ class ClusterProcesses:
         return "cluster_state:ok" in text
 
     def client(self, node: RedisProcess) -> redis.Redis:
+        if self.admin:
+            return redis.Redis(host="127.0.0.1", port=node.port, socket_timeout=5, username=self.admin[0], password=self.admin[1])
         return redis.Redis(host="127.0.0.1", port=node.port, socket_timeout=5)
 
     def node_id(self, node: RedisProcess) -> str:

@@ -5,10 +5,12 @@ moves under load with no hung call and no lost subscription."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import orjson
 import pytest
@@ -18,12 +20,14 @@ from pubsub_rpc import Caller, ConnectionLost, Event, NoResponder, Responder, Rp
 from pubsub_rpc.cluster import shard_request_channel
 from pubsub_rpc.topology import Topology, parse_redirect
 
+from scripts.make_secrets import USERS, render_acl
 from scripts.redis_cluster import ClusterProcesses
 from scripts.redis_process import RedisProcess
 
 from .conftest import eventually
 
 CALL_TIMEOUT = 2.0
+ACL_CHANNEL = "laravel_database_general"
 HUNG_MARGIN = 1.0  # a call must end within its timeout plus this, whatever happens
 
 
@@ -236,6 +240,38 @@ async def test_spublish_answered_moved_is_sent_again_to_the_new_owner(
     resent = caller._shards.resent
     assert await caller.call("sum", [2, 3]) == 5  # sent to the old owner, MOVED, sent again
     assert caller._shards.resent == resent + 1
+
+
+# -- the compose ACL in cluster mode ---------------------------------------------------
+
+
+async def test_the_compose_acl_users_work_in_cluster_mode(tmp_path: Path) -> None:
+    """deploy/redis/users.acl.template on every node: cluster_admin forms the cluster and
+    moves a slot; responder and caller read the slot map and use their shard channels."""
+    passwords = {user: f"{user}-pw" for user in USERS}
+    acl = tmp_path / "users.acl"
+    acl.write_text(render_acl(passwords, ACL_CHANNEL, "laravel_database_php"))
+    admin = ("cluster_admin", passwords["cluster_admin"])
+    with ClusterProcesses(extra_args=["--aclfile", str(acl)], admin=admin) as cluster:
+
+        def as_user(user: str, service: str) -> Settings:
+            return dataclasses.replace(
+                cluster_settings(cluster, ACL_CHANNEL),
+                redis_username=user,
+                redis_password=passwords[user],
+                responder_pattern=f"{ACL_CHANNEL}_sender",
+                service=service,
+            )
+
+        responder = Responder(as_user("responder", "laravel_like_responder"), name="acl-responder")
+        register(responder)
+        async with responder, Caller(as_user("caller", "node_like_caller"), name="acl-caller") as caller:
+            assert await caller.call("sum", [1, 2]) == 3
+            requests = shard_request_channel(responder.settings)
+            slot = cluster.slot_of(requests)
+            await asyncio.to_thread(cluster.move_slot, slot, other_node(cluster, slot))
+            await eventually(lambda: responder.ready, what="the responder resubscribed")
+            assert await caller.call("sum", [3, 4]) == 7
 
 
 # -- small parts ----------------------------------------------------------------------
