@@ -42,7 +42,7 @@ async def main():
             while not stop.is_set():
                 started = time.monotonic()
                 try:
-                    await caller.call("echo", 1, timeout=%(timeout)s)
+                    await caller.call("echo", 1, timeout=CALL_TIMEOUT)
                     outcomes["ok"] += 1
                 except RpcError as exc:
                     outcomes[exc.code] += 1
@@ -52,12 +52,12 @@ async def main():
         print("loading", flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
         stop.set()
-        await asyncio.wait_for(asyncio.gather(*workers), %(timeout)s + 1)
+        await asyncio.wait_for(asyncio.gather(*workers), CALL_TIMEOUT + 1)
         deadline = time.monotonic() + 10
         after = Counter()
         while after["ok"] < 100 and time.monotonic() < deadline:
             try:
-                await caller.call("echo", 2, timeout=%(timeout)s)
+                await caller.call("echo", 2, timeout=CALL_TIMEOUT)
                 after["ok"] += 1
             except RpcError as exc:
                 after[exc.code] += 1
@@ -65,7 +65,7 @@ async def main():
         print(json.dumps({"during": outcomes, "slowest": slowest[0], "after": after}), flush=True)
 
 asyncio.run(main())
-""" % {"timeout": CALL_TIMEOUT}
+""".replace("CALL_TIMEOUT", str(CALL_TIMEOUT))
 
 PUSH = """
 import asyncio
