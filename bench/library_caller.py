@@ -1,6 +1,6 @@
 """Load from the library's Caller: N calls in flight for a fixed time (or a fixed count).
 
-python -m bench.library_caller URL CHANNEL INFLIGHT SECONDS [--calls N] [--payload BYTES] [--metrics-port P]
+python -m bench.library_caller URL CHANNEL INFLIGHT SECONDS [--calls N] [--payload BYTES] [--metrics-port P] [--cluster]
 
 Without --metrics-port the caller counts no metrics (the baseline of the metrics-cost row);
 with it, it counts them and serves /metrics on that port. Tracing stays off, as in the
@@ -21,7 +21,13 @@ from .stats import cpu_seconds, emit, rss_mib, summarise
 
 
 async def main(args: argparse.Namespace) -> None:
-    settings = Settings(redis_url=args.url, channel=args.channel, private_replies=not args.shared_replies, call_timeout=10)
+    settings = Settings(
+        redis_url=args.url,
+        channel=args.channel,
+        private_replies=not args.shared_replies,
+        call_timeout=10,
+        redis_cluster=args.cluster,
+    )
     payload = "x" * args.payload
     latencies: list[int] = []
     caller = Caller(settings, name="bench-caller", metrics=bool(args.metrics_port), tracing=False)
@@ -73,6 +79,7 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=0.5)
     parser.add_argument("--payload", type=int, default=100)
     parser.add_argument("--shared-replies", action="store_true", help="no replyTo: for seed-protocol responders")
+    parser.add_argument("--cluster", action="store_true", help="URL is a Redis Cluster node: cluster mode")
     parser.add_argument("--metrics-port", type=int, default=0, help="count metrics and serve them here (0: no metrics)")
     return parser.parse_args()
 

@@ -1,7 +1,8 @@
 """The library's Responder serving `echo`, until SIGTERM.
 
-python -m bench.library_responder URL CHANNEL [METRICS_PORT]: with a port it counts metrics
-and serves /metrics there; without, it counts none (the metrics-cost row's baseline)."""
+python -m bench.library_responder URL CHANNEL [METRICS_PORT] [--cluster]: with a port it counts
+metrics and serves /metrics there; without, it counts none (the metrics-cost row's baseline).
+``--cluster``: URL is a Redis Cluster node, the responder runs in cluster mode."""
 
 from __future__ import annotations
 
@@ -15,9 +16,16 @@ from pubsub_rpc.metrics import served
 
 
 async def main() -> None:
-    url, channel = sys.argv[1], sys.argv[2]
-    metrics_port = int(sys.argv[3]) if len(sys.argv) > 3 else 0
-    settings = Settings(redis_url=url, channel=channel, responder_pattern=channel + "_sender", push_interval=0)
+    argv = [arg for arg in sys.argv if arg != "--cluster"]
+    url, channel = argv[1], argv[2]
+    metrics_port = int(argv[3]) if len(argv) > 3 else 0
+    settings = Settings(
+        redis_url=url,
+        channel=channel,
+        responder_pattern=channel + "_sender",
+        push_interval=0,
+        redis_cluster="--cluster" in sys.argv,
+    )
     responder = Responder(settings, name="bench-responder", metrics=bool(metrics_port), tracing=False)
 
     @responder.action("echo")
