@@ -45,8 +45,18 @@ class ClusterProcesses:
         return self.nodes[0].url
 
     def start(self, timeout: float = 20.0) -> ClusterProcesses:
+        self.start_nodes()
+        self.create(timeout)
+        return self
+
+    def start_nodes(self) -> None:
+        """The redis-server processes alone: cluster-enabled, not joined, no slots."""
         for node in self.nodes:
             node.start()
+
+    def create(self, timeout: float = 20.0) -> None:
+        """Join the nodes and assign every slot (``redis-cli --cluster create``); wait for
+        cluster_state:ok on each."""
         cli = shutil.which("redis-cli")
         if cli is None:
             raise RuntimeError("redis-cli not found: apt-get install redis-tools")
@@ -65,7 +75,6 @@ class ClusterProcesses:
             if time.monotonic() > deadline:
                 raise RuntimeError("the cluster did not reach cluster_state:ok")
             time.sleep(0.05)
-        return self
 
     def _ok(self, node: RedisProcess) -> bool:
         with self.client(node) as client:

@@ -274,6 +274,32 @@ async def test_the_compose_acl_users_work_in_cluster_mode(tmp_path: Path) -> Non
             assert await caller.call("sum", [3, 4]) == 7
 
 
+# -- start-up ---------------------------------------------------------------------------
+
+
+async def test_services_started_before_the_cluster_is_formed_wait_for_it(channel: str) -> None:
+    """As in compose: the nodes are up, the slots not assigned yet. start(None) retries
+    (logging why) until the slot map covers the channels, then serves."""
+    processes = ClusterProcesses()
+    try:
+        await asyncio.to_thread(processes.start_nodes)
+        responder = Responder(cluster_settings(processes, channel), name="early-responder")
+        register(responder)
+        starting = asyncio.create_task(responder.start(None))
+        await eventually(lambda: responder.publisher.ready.is_set(), what="the classic links up")
+        assert not starting.done()  # no slots yet: still waiting for the slot map
+        await asyncio.to_thread(processes.create)
+        async with asyncio.timeout(20):
+            await starting
+        try:
+            async with Caller(cluster_settings(processes, channel, seed=1), name="early-caller") as caller:
+                assert await caller.call("sum", [2, 2]) == 4
+        finally:
+            await responder.stop()
+    finally:
+        await asyncio.to_thread(processes.stop)
+
+
 # -- small parts ----------------------------------------------------------------------
 
 

@@ -20,7 +20,12 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
+
+# What a missing, unreachable or not yet formed cluster raises: RedisClusterException (e.g.
+# "slots not covered") is not a RedisError, and redis-py 8.1 raises IndexError on a node
+# whose slot map is still empty (no primary to pick as its default node).
+TOPOLOGY_ERRORS = (RedisError, RedisClusterException, OSError, TimeoutError, IndexError)
 
 from .errors import ConnectionLost
 
@@ -43,7 +48,7 @@ class Topology:
         try:
             async with asyncio.timeout(self.timeout):
                 await self._client.nodes_manager.initialize()
-        except (RedisError, OSError, TimeoutError) as exc:
+        except TOPOLOGY_ERRORS as exc:
             raise ConnectionLost(f"cannot read the cluster's slot map: {str(exc) or type(exc).__name__}") from None
         self.refreshes += 1
 
@@ -55,7 +60,7 @@ class Topology:
         when no known master covers it."""
         try:
             node = self._client.get_node_from_key(channel)
-        except RedisError as exc:
+        except TOPOLOGY_ERRORS as exc:
             raise ConnectionLost(f"no cluster node serves channel {channel!r}: {exc}") from None
         if node is None:
             raise ConnectionLost(f"no cluster node serves channel {channel!r}")
