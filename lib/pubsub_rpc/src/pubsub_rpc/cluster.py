@@ -101,8 +101,8 @@ class Shards:
         self._wanted.add(channel)
 
     async def start(self, timeout: float | None) -> None:
-        """Read the slot map (retried with backoff: a cluster still forming answers
-        CLUSTER SLOTS with no slots yet), connect to every master, subscribe, and wait
+        """Read the slot map (retried with backoff until every slot has an owner: a
+        cluster still forming shows no slots, then each node its own), connect to every master, subscribe, and wait
         until all is confirmed; ``None`` waits as long as it takes. Raises ConnectionLost
         on the timeout."""
         self._closing = False
@@ -111,9 +111,7 @@ class Shards:
                 delay = BACKOFF_INITIAL
                 while True:
                     try:
-                        await self.topology.refresh()
-                        for channel in self._wanted:
-                            self.topology.node_for(channel)
+                        await self.topology.refresh(complete=True)
                         break
                     except ConnectionLost as exc:
                         log.warning("%s: %s; retrying", self.name, exc)
@@ -172,7 +170,11 @@ class Shards:
     def _send(self, channel: str, payload: bytes, on_count: Any, argument: Any, attempt: int, refuse: bool) -> None:
         node = self._owners.get(channel)
         if node is None:
-            node = self._owners[channel] = self.topology.node_for(channel)
+            try:
+                node = self._owners[channel] = self.topology.node_for(channel)
+            except ConnectionLost:
+                self._refresh_soon()  # a slot our map lacks: read it again for the next message
+                raise
         publisher = self._publishers.get(node)
         if publisher is None:
             publisher = self._publisher(node)

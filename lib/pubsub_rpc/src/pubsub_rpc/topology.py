@@ -22,35 +22,48 @@ from urllib.parse import urlsplit, urlunsplit
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisClusterException, RedisError
 
+from .errors import ConnectionLost
+
 # What a missing, unreachable or not yet formed cluster raises: RedisClusterException (e.g.
 # "slots not covered") is not a RedisError, and redis-py 8.1 raises IndexError on a node
 # whose slot map is still empty (no primary to pick as its default node).
+SLOTS = 16_384
 TOPOLOGY_ERRORS = (RedisError, RedisClusterException, OSError, TimeoutError, IndexError)
-
-from .errors import ConnectionLost
 
 
 class Topology:
     def __init__(self, seed_url: str, connect_timeout: float) -> None:
         self.seed_url = seed_url
         self.timeout = connect_timeout
-        self._client: RedisCluster = RedisCluster.from_url(
-            seed_url,
-            socket_connect_timeout=connect_timeout,
-            socket_timeout=connect_timeout,
-            require_full_coverage=False,  # a slot being moved may be briefly unowned
-        )
+        self._client = self._new_client()
         self.refreshes = 0  # CLUSTER SLOTS reads, for the metrics and the tests
 
-    async def refresh(self) -> None:
+    def _new_client(self) -> RedisCluster:
+        return RedisCluster.from_url(
+            self.seed_url,
+            socket_connect_timeout=self.timeout,
+            socket_timeout=self.timeout,
+            require_full_coverage=False,  # a slot being moved may be briefly unowned
+        )
+
+    async def refresh(self, complete: bool = False) -> None:
         """Read the slot map again (``CLUSTER SLOTS`` from a known node), bounded by the
-        connect timeout. Raises ConnectionLost when no node answered."""
+        connect timeout. Raises ConnectionLost when no node answered. After a failure the
+        next read starts from the seed again: redis-py replaces its startup nodes with the
+        nodes it found, none when the map was empty (a cluster still forming).
+        ``complete``: also fail unless every slot has an owner (at start: a cluster being
+        formed shows each node its own slots first)."""
         try:
             async with asyncio.timeout(self.timeout):
                 await self._client.nodes_manager.initialize()
         except TOPOLOGY_ERRORS as exc:
+            stale, self._client = self._client, self._new_client()
+            await _close(stale, self.timeout)
             raise ConnectionLost(f"cannot read the cluster's slot map: {str(exc) or type(exc).__name__}") from None
         self.refreshes += 1
+        covered = len(self._client.nodes_manager.slots_cache)
+        if complete and covered < SLOTS:
+            raise ConnectionLost(f"the cluster's slot map covers {covered} of {SLOTS} slots (still forming?)")
 
     def slot(self, channel: str) -> int:
         return self._client.keyslot(channel)
@@ -79,11 +92,15 @@ class Topology:
         return urlunsplit(parts._replace(netloc=netloc))
 
     async def close(self) -> None:
-        manager: Any = self._client.nodes_manager
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(self.timeout):
-                await manager.aclose()
-                await manager.aclose("startup_nodes")
+        await _close(self._client, self.timeout)
+
+
+async def _close(client: RedisCluster, timeout: float) -> None:
+    manager: Any = client.nodes_manager
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(timeout):
+            await manager.aclose()
+            await manager.aclose("startup_nodes")
 
 
 def parse_redirect(error: object) -> tuple[int, str] | None:
