@@ -5,7 +5,13 @@ SHELL := /bin/bash
 # Compose v2 plugin if present, else Debian's docker-compose 1.29.
 COMPOSE_BIN := $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo "docker-compose")
 PROJECT ?= pubsub-rpc
-COMPOSE := $(COMPOSE_BIN) -p $(PROJECT)
+# CLUSTER=1: Redis as a three-master Redis Cluster, the services in cluster mode (sharded
+# pub/sub): deploy/cluster/compose.cluster.yaml on top of compose.yaml (`make cluster`).
+CLUSTER ?=
+CLUSTER_FILE := deploy/cluster/compose.cluster.yaml
+COMPOSE := $(COMPOSE_BIN) -p $(PROJECT) -f compose.yaml $(if $(CLUSTER),-f $(CLUSTER_FILE))
+# down / logs / ps see the cluster's containers too, whichever topology was started.
+COMPOSE_ALL := $(COMPOSE_BIN) -p $(PROJECT) -f compose.yaml -f $(CLUSTER_FILE)
 # Written by scripts/bootstrap.sh only where the official images cannot be pulled.
 -include .images.env
 -include .images.peers.env
@@ -39,7 +45,7 @@ DATA ?= null
 CHANNEL ?=
 PYTEST_ARGS ?=
 
-.PHONY: help setup dev test lint lock lock-upgrade lock-check up peers observability down logs ps call e2e chaos check bench bench-quick bootstrap bootstrap-peers bootstrap-observability secrets new-service
+.PHONY: help setup dev test lint lock lock-upgrade lock-check up peers observability cluster down logs ps call e2e chaos check bench bench-quick bootstrap bootstrap-peers bootstrap-observability secrets new-service
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' Makefile | awk -F':.*## ' '{printf "  make %-23s %s\n", $$1, $$2}'
@@ -98,6 +104,9 @@ peers: ## make up PEERS=1: the stack plus the Node.js and PHP seed-protocol peer
 observability: ## make up OBSERVABILITY=1: the stack plus Prometheus scraping it, with alert rules
 	@$(MAKE) --no-print-directory up OBSERVABILITY=1
 
+cluster: ## make up CLUSTER=1: the stack on a three-master Redis Cluster (sharded pub/sub for v1 traffic)
+	@$(MAKE) --no-print-directory up CLUSTER=1
+
 # Demo mode (tokens minted for the page) only here: compose.yaml defaults to off.
 # `GATEWAY_DEMO_MODE=false make up` runs the gateway with .secrets/gateway-jwt.secret alone.
 _up:
@@ -110,13 +119,13 @@ _up:
 	@echo "  Logs / stop:  make logs / make down"
 
 down: ## stop and remove containers, networks and volumes
-	@$(COMPOSE) $(ALL_PROFILES) down -v --remove-orphans
+	@$(COMPOSE_ALL) $(ALL_PROFILES) down -v --remove-orphans
 
 logs: ## follow the services' logs
-	@$(COMPOSE) $(ALL_PROFILES) logs -f --tail=50
+	@$(COMPOSE_ALL) $(ALL_PROFILES) logs -f --tail=50
 
 ps: ## show the containers and their health
-	@$(COMPOSE) $(ALL_PROFILES) ps
+	@$(COMPOSE_ALL) $(ALL_PROFILES) ps
 
 call: ## one call through the caller container: make call ACTION=sum DATA='[1,2]' [CHANNEL=laravel_database_php]
 	@$(COMPOSE) exec -T $(if $(CHANNEL),-e RPC_CHANNEL=$(CHANNEL)) node_like_caller python -m node_like_caller call "$(ACTION)" '$(DATA)'

@@ -28,6 +28,7 @@ from typing import Any
 
 import redis
 
+from scripts.redis_cluster import ClusterProcesses
 from scripts.redis_process import RedisProcess, free_port
 
 from .stats import cpu_seconds, rss_mib
@@ -359,6 +360,51 @@ def memory(url: str, cfg: Config) -> dict[str, Any]:
 # -- reporting --------------------------------------------------------------------------
 
 
+CLUSTER_LEVELS = (16, 128)
+
+
+def cluster_rows(url: str, cfg: Config, client: redis.Redis) -> list[dict[str, Any]]:
+    """The library pair on single Redis and on a three-master Redis Cluster (cluster mode:
+    sharded pub/sub), interleaved run by run on the same machine. Every process shares the
+    same cores, so this measures the cluster mode's overhead, not a cluster's gain: a real
+    cluster puts each master on cores of its own (docs/operations.md, the capacity estimate)."""
+    rows = []
+    with ClusterProcesses() as cluster:
+        nodes = [redis.Redis(port=node.port) for node in cluster.nodes]
+        modes = {
+            "cluster: library pair, single Redis (same run)": (url, [client], []),
+            "cluster: library pair, 3-master Redis Cluster, sharded pub/sub": (cluster.url, nodes, ["--cluster"]),
+        }
+        for inflight in [n for n in cfg.inflight if n in CLUSTER_LEVELS] or [cfg.inflight[-1]]:
+            runs: dict[str, list[dict[str, Any]]] = {name: [] for name in modes}
+            for _ in range(cfg.runs):
+                for name, (seed, servers, flag) in modes.items():
+                    ch = channel()
+                    server = Server([*RESPONDERS["library"](seed, ch), *flag])
+                    try:
+                        cpu0, redis0 = server.cpu(), sum(redis_cpu(s) for s in servers)
+                        result = run_load([*CALLERS["library"](seed, ch, inflight, cfg.seconds), *flag])
+                        result["responder_cpu"] = server.cpu() - cpu0
+                        result["redis_cpu"] = sum(redis_cpu(s) for s in servers) - redis0
+                    finally:
+                        server.stop()
+                    runs[name].append(result)
+            for name in modes:
+                row = summarise_runs(name, inflight, runs[name])
+                calls = sum(r["rate"] * cfg.seconds for r in runs[name]) / len(runs[name])
+                row["us_per_call"] = {  # CPU microseconds per call, medians over the runs
+                    part: round(row[key]["median"] / calls * 1e6, 1)
+                    for part, key in (("caller", "cpu"), ("responder", "responder_cpu"), ("redis", "redis_cpu"))
+                    if key in row
+                }
+                rows.append(row)
+                report_row(row)
+                print(f"    CPU per call: {row['us_per_call']} us", flush=True)
+        for node in nodes:
+            node.close()
+    return rows
+
+
 def summarise_runs(name: str, inflight: int, runs: list[dict[str, Any]], unit: str = "calls/s") -> dict[str, Any]:
     def agg(key: str) -> dict[str, float] | None:
         values = [r[key] for r in runs if key in r]
@@ -405,6 +451,13 @@ def ratios(rows: list[dict[str, Any]]) -> list[str]:
                 f"{name[len('scale-out: ') :]}: {row['rate']['median'] / base['rate']['median']:.2f}x one pub/sub responder's "
                 f"calls/s at {row['inflight']} in flight; CPU per call (caller + responders + Redis) {row['cpu_us_per_call']} us"
             )
+    cluster = [r for r in rows if r["scenario"].startswith("cluster:")]
+    for single, sharded in zip(cluster[::2], cluster[1::2], strict=False):
+        out.append(
+            f"cluster mode at {sharded['inflight']} in flight: {sharded['rate']['median'] / single['rate']['median']:.2f}x "
+            f"single Redis's calls/s on these shared cores (overhead, not gain); CPU us per call "
+            f"single {single['us_per_call']}, cluster {sharded['us_per_call']}"
+        )
     for (name, inflight), rate in sorted(by.items(), key=lambda kv: kv[0][1]):
         if name != ours:
             continue
@@ -460,10 +513,10 @@ def machine(client: redis.Redis) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smoke mode for CI (under a minute)")
-    parser.add_argument("--only", choices=["rpc", "metrics", "scale", "gateway", "fanout", "memory"], action="append")
+    parser.add_argument("--only", choices=["rpc", "metrics", "scale", "gateway", "fanout", "memory", "cluster"], action="append")
     args = parser.parse_args()
     cfg = QUICK if args.quick else FULL
-    wanted = set(args.only or ["rpc", "metrics", "scale", "gateway", "fanout", "memory"])
+    wanted = set(args.only or ["rpc", "metrics", "scale", "gateway", "fanout", "memory", "cluster"])
     started = time.monotonic()
     with RedisProcess() as server:
         client = redis.Redis.from_url(server.url)
@@ -486,6 +539,8 @@ def main() -> int:
             rows += fanout(server.url, cfg)
         if "memory" in wanted:
             report["memory"] = memory(server.url, cfg)
+        if "cluster" in wanted:
+            rows += cluster_rows(server.url, cfg, client)
         report["rows"] = rows
         report["ratios"] = ratios(rows)
         client.close()

@@ -1,6 +1,7 @@
 """Load from the library's Caller: N calls in flight for a fixed time (or a fixed count).
 
-python -m bench.library_caller URL CHANNEL INFLIGHT SECONDS [--calls N] [--payload BYTES] [--metrics-port P] [--streams]
+python -m bench.library_caller URL CHANNEL INFLIGHT SECONDS [--calls N] [--payload BYTES] [--metrics-port P]
+    [--streams] [--cluster]
 
 Without --metrics-port the caller counts no metrics (the baseline of the metrics-cost row);
 with it, it counts them and serves /metrics on that port. Tracing stays off, as in the
@@ -27,6 +28,7 @@ async def main(args: argparse.Namespace) -> None:
         private_replies=not args.shared_replies,
         call_timeout=10,
         transport="streams" if args.streams else "pubsub",
+        redis_cluster=args.cluster,
     )
     payload = "x" * args.payload
     latencies: list[int] = []
@@ -80,6 +82,7 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--payload", type=int, default=100)
     parser.add_argument("--shared-replies", action="store_true", help="no replyTo: for seed-protocol responders")
     parser.add_argument("--streams", action="store_true", help="RPC_TRANSPORT=streams (at-least-once mode)")
+    parser.add_argument("--cluster", action="store_true", help="URL is a Redis Cluster node: cluster mode")
     parser.add_argument("--metrics-port", type=int, default=0, help="count metrics and serve them here (0: no metrics)")
     return parser.parse_args()
 

@@ -1,8 +1,9 @@
 """The library's Responder serving `echo`, until SIGTERM.
 
-python -m bench.library_responder URL CHANNEL [METRICS_PORT] [--streams]: with a port it counts
-metrics and serves /metrics there; without, it counts none (the metrics-cost row's baseline).
-``--streams`` serves RPC_TRANSPORT=streams (the scale-out rows)."""
+python -m bench.library_responder URL CHANNEL [METRICS_PORT] [--streams] [--cluster]: with a port
+it counts metrics and serves /metrics there; without, it counts none (the metrics-cost row's
+baseline). ``--streams`` serves RPC_TRANSPORT=streams (the scale-out rows); ``--cluster``: URL
+is a Redis Cluster node, the responder runs in cluster mode."""
 
 from __future__ import annotations
 
@@ -19,9 +20,13 @@ async def main() -> None:
     args = [arg for arg in sys.argv[1:] if not arg.startswith("--")]
     url, channel = args[0], args[1]
     metrics_port = int(args[2]) if len(args) > 2 else 0
-    transport = "streams" if "--streams" in sys.argv else "pubsub"
     settings = Settings(
-        redis_url=url, channel=channel, responder_pattern=channel + "_sender", push_interval=0, transport=transport
+        redis_url=url,
+        channel=channel,
+        responder_pattern=channel + "_sender",
+        push_interval=0,
+        transport="streams" if "--streams" in sys.argv else "pubsub",
+        redis_cluster="--cluster" in sys.argv,
     )
     responder = Responder(settings, name="bench-responder", metrics=bool(metrics_port), tracing=False)
 

@@ -30,7 +30,7 @@ TEMPLATE = ROOT / "deploy" / "redis" / "users.acl.template"
 DEFAULT_DIR = ROOT / ".secrets"
 DEFAULT_CHANNEL = "laravel_database_general"
 DEFAULT_PHP_CHANNEL = "laravel_database_php"  # the PHP seed peer of the `peers` profile
-USERS = ("healthcheck", "responder", "caller", "gateway", "seed_caller", "seed_responder")
+USERS = ("healthcheck", "responder", "caller", "gateway", "seed_caller", "seed_responder", "cluster_admin")
 ACL_FILE = "redis-users.acl"
 JWT_FILE = "gateway-jwt.secret"
 # A channel name goes into ACL glob patterns and a space-separated rule line: keep it plain.

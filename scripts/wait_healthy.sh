@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Wait until every container of the compose project is healthy, or fail after a deadline.
+# Wait until every container of the compose project is healthy (one-shot ones: exited 0), or fail
+# after a deadline.
 # (`up --wait` would do this, but docker-compose 1.29 does not have it.)
 # Usage: wait_healthy.sh "<compose command>" [seconds] [service=count ...]: each named
 # service must also have that many containers (replicas started with --scale).
@@ -10,8 +11,9 @@ while :; do
   ids=$($compose ps -q)
   unhealthy=0
   for id in $ids; do
-    state=$(docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}' "$id")
-    case $state in healthy|running) ;; *) unhealthy=$((unhealthy + 1)) ;; esac
+    state=$(docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}:{{.State.ExitCode}}{{end}}' "$id")
+    # A one-shot container (the cluster profile's redis-cluster-init) counts once it exited 0.
+    case $state in healthy|running:*|exited:0) ;; *) unhealthy=$((unhealthy + 1)) ;; esac
   done
   for want in "$@"; do
     have=$($compose ps -q "${want%%=*}" | grep -c . || true)

@@ -46,10 +46,12 @@ def run(server: RedisProcess, user: str | None, *command: str) -> object:
     password = PASSWORDS[user] if user else None
     client = redis.Redis(port=server.port, username=user, password=password, **CLIENT_OPTIONS)
     try:
-        if command[0] not in ("SUBSCRIBE", "PSUBSCRIBE"):
+        if command[0] not in ("SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE"):
             return client.execute_command(*command)
         with client.pubsub() as pubsub:  # a subscription's answer comes as a pub/sub message
-            subscribe = pubsub.subscribe if command[0] == "SUBSCRIBE" else pubsub.psubscribe
+            subscribe = {"SUBSCRIBE": pubsub.subscribe, "PSUBSCRIBE": pubsub.psubscribe, "SSUBSCRIBE": pubsub.ssubscribe}[
+                command[0]
+            ]
             subscribe(*command[1:])
             confirmation = pubsub.get_message(timeout=5)  # raises on a refusal
             assert confirmation is not None and confirmation["type"] == command[0].lower(), confirmation
@@ -91,7 +93,16 @@ ALLOWED = [
     # Demo announcements the page shows (seed-style pushes); a real seed app's users lack them.
     ("seed_caller", ("PUBLISH", C, "peer announcement")),
     ("seed_responder", ("PUBLISH", C, "peer announcement")),
-    *[(user, ("CLIENT", "SETNAME", f"{user}-sub")) for user in USERS if user != "healthcheck"],
+    *[(user, ("CLIENT", "SETNAME", f"{user}-sub")) for user in USERS if user not in ("healthcheck", "cluster_admin")],
+    # Cluster mode (sharded pub/sub); CLUSTER SLOTS is refused by this standalone server
+    # with an error that is not NOPERM, so the right itself is checked in test_cluster_acl.
+    ("responder", ("SSUBSCRIBE", f"{{{C}_sender}}.requests")),
+    ("responder", ("SPUBLISH", f"{C}.reply.node_like_caller.{{0123abcd}}", "reply")),
+    ("responder", ("SPUBLISH", f"{C}.reply.ws_gateway.{{0123abcd}}", "reply")),
+    ("caller", ("SPUBLISH", f"{{{C}_sender}}.requests", "request")),
+    ("caller", ("SSUBSCRIBE", f"{C}.reply.node_like_caller.{{0123abcd}}")),
+    ("gateway", ("SPUBLISH", f"{{{C}_sender}}.requests", "request")),
+    ("gateway", ("SSUBSCRIBE", f"{C}.reply.ws_gateway.{{0123abcd}}")),
     *[(user, ("PING",)) for user in USERS],
 ]
 
@@ -144,6 +155,20 @@ REFUSED = [
     ("seed_caller", ("PUBLISH", f"{C}.presence", "fake heartbeat")),
     ("seed_responder", ("PUBLISH", f"{C}.presence", "fake heartbeat")),
     ("healthcheck", ("CLIENT", "SETNAME", "x")),
+    # Cluster mode: the same walls on sharded channels.
+    ("caller", ("SSUBSCRIBE", f"{C}.reply.ws_gateway.{{0123abcd}}")),  # another service's replies
+    ("caller", ("SSUBSCRIBE", f"{{{C}_sender}}.requests")),  # other callers' requests
+    ("caller", ("SPUBLISH", f"{C}.reply.node_like_caller.{{0123abcd}}", "fake reply")),
+    ("gateway", ("SPUBLISH", f"{C}.reply.node_like_caller.{{0123abcd}}", "fake reply")),
+    ("responder", ("SPUBLISH", f"{{{C}_sender}}.requests", "a request to itself")),
+    ("responder", ("SSUBSCRIBE", f"{C}.reply.node_like_caller.{{0123abcd}}")),
+    ("seed_caller", ("SPUBLISH", f"{{{C}_sender}}.requests", "request")),
+    *[(user, ("CLUSTER", "SLOTS")) for user in ("seed_caller", "seed_responder", "healthcheck")],
+    # The cluster profile's admin joins nodes and moves slots: no channel, no key.
+    ("cluster_admin", ("SUBSCRIBE", C)),
+    ("cluster_admin", ("PUBLISH", f"{C}_sender", "request")),
+    ("cluster_admin", ("SPUBLISH", f"{{{C}_sender}}.requests", "request")),
+    ("cluster_admin", ("CLIENT", "SETNAME", "x")),
     ("healthcheck", ("SUBSCRIBE", C)),
     ("healthcheck", ("PUBLISH", C, "x")),
 ]
@@ -187,6 +212,8 @@ def test_each_user_is_refused_what_is_not_its_job(acl_redis: RedisProcess, user:
 @pytest.mark.parametrize("command", NOBODY, ids=" ".join)
 @pytest.mark.parametrize("user", USERS)
 def test_no_user_may_inspect_or_administer(acl_redis: RedisProcess, user: str, command: tuple[str, ...]) -> None:
+    if user == "cluster_admin" and command == ("INFO",):
+        pytest.skip("redis-cli --cluster create reads INFO (its CLUSTER rights: tests/test_cluster.py)")
     with pytest.raises(NoPermissionError):
         run(acl_redis, user, *command)
 

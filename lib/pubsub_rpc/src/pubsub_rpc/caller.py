@@ -33,6 +33,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 from . import protocol, registry
 from . import tracing as traces
+from .cluster import KeyRouted, Shards, shard_reply_channel, shard_request_channel
 from .errors import (
     Backpressure,
     CallTimeout,
@@ -79,7 +80,11 @@ class Caller:
         self.settings = settings or Settings()
         self.name = name
         self.caller_id = secrets.token_hex(ID_BYTES)
-        self.reply_channel = f"{self.settings.reply_prefix}{self.settings.service}.{self.caller_id}"
+        cluster = self.settings.redis_cluster
+        if cluster:  # a sharded channel (pubsub_rpc.cluster): its hash tag spreads callers over slots
+            self.reply_channel = shard_reply_channel(self.settings, self.caller_id)
+        else:
+            self.reply_channel = f"{self.settings.reply_prefix}{self.settings.service}.{self.caller_id}"
         if self.settings.private_replies and len(self.reply_channel.encode()) > self.settings.max_channel_bytes:
             raise ValueError(
                 f"reply channel {self.reply_channel!r} is longer than RPC_MAX_CHANNEL_BYTES={self.settings.max_channel_bytes}, "
@@ -101,7 +106,7 @@ class Caller:
         self._on_close: list[Callable[[], None]] = []  # ends the events() iterators
         self._closed = False
         channels = [self.settings.channel]
-        if self.settings.private_replies:
+        if self.settings.private_replies and not cluster:
             channels.append(self.reply_channel)
         url, options = self.settings.redis_dsn, link_options(self.settings)
         probe = probe_channel(self.settings.probe_prefix, self.settings.service)
@@ -112,6 +117,20 @@ class Caller:
         self._subscriber.on_disconnect(self._fail_pending)
         self._publisher.on_disconnect(self._fail_pending)
         self.probe = Probe(self._subscriber, self._publisher, probe, self.settings.probe_interval)
+        # Where requests go and what must be up to send one: the classic links, or in
+        # cluster mode the sharded ones (requests SPUBLISHed, replies SSUBSCRIBEd).
+        self._send_request = self._publisher.publish_request
+        self._publish_counted = self._publisher.publish
+        self._reply_ready = self._subscriber.ready
+        self._shards: Shards | None = None
+        if cluster:
+            self._shards = Shards(self.settings, name, self._on_shard_message, on_lost=self._on_reply_channel_lost)
+            self._request_channel = shard_request_channel(self.settings)
+            self._send_request = self._shards.publish_request
+            self._publish_counted = self._shards.publish
+            if self.settings.private_replies:
+                self._shards.subscribe(self.reply_channel)
+                self._reply_ready = self._shards.ready
         self.malformed = 0
         self._bad_input = RateLimitedLog(log)  # anyone may publish on the shared channel
         # Hot-path metrics: plain numbers, turned into Prometheus families when scraped.
@@ -121,6 +140,8 @@ class Caller:
         self._read_starts: dict[str, list[float]] | None = {} if self.latency is not None else None
         if self.latency is not None:
             self._subscriber.on_read_end = self._count_read
+            if self._shards is not None:
+                self._shards.on_read_end = self._count_read
         self._tracing = traces.enabled() if tracing is None else tracing and traces.enabled()
         self._tracer = traces.tracer(tracer_provider) if self._tracing else None
         self._spans: dict[str, Any] = {}  # requestId -> its CLIENT span, while tracing
@@ -152,6 +173,8 @@ class Caller:
         try:
             await self._subscriber.wait_ready(connect_timeout)
             await self._publisher.wait_ready(connect_timeout)
+            if self._shards is not None:
+                await self._shards.start(connect_timeout)
         except BaseException:
             await self.close()  # `async with` will not call __aexit__ for us
             raise
@@ -167,6 +190,8 @@ class Caller:
         await self.probe.close()
         await self._subscriber.close()
         await self._publisher.close()
+        if self._shards is not None:
+            await self._shards.close()
         self._fail_pending()
         for end in list(self._on_close):
             end()
@@ -180,7 +205,8 @@ class Caller:
     @property
     def ready(self) -> bool:
         """Both connections up and the data path proven within RPC_PROBE_INTERVAL."""
-        return self._subscriber.ready.is_set() and self._publisher.ready.is_set() and self.probe.ok
+        up = self._subscriber.ready.is_set() and self._publisher.ready.is_set() and self.probe.ok
+        return up and (self._shards is None or self._shards.connected)
 
     @property
     def pending_count(self) -> int:
@@ -220,7 +246,7 @@ class Caller:
     def _start(
         self, action: str, data: Any, timeout: float | None, headers: dict[str, str] | None = None
     ) -> tuple[str, asyncio.Future[Any]]:
-        if not self._subscriber.ready.is_set():
+        if not self._reply_ready.is_set():
             raise ConnectionLost(f"{self.name}: not subscribed to the reply channel (Redis down?)")
         directory = self.directory
         if directory is not None and directory.loaded:
@@ -254,7 +280,7 @@ class Caller:
         future: asyncio.Future[Any] = loop.create_future()
         # Published first: if Redis is down this raises before anything is registered.
         try:
-            self._publisher.publish_request(self._request_channel, payload, self._after_publish, request_id)
+            self._send_request(self._request_channel, payload, self._after_publish, request_id)
         except (ConnectionLost, Backpressure) as exc:
             if span is not None:
                 traces.end(span, exc.code)
@@ -305,10 +331,12 @@ class Caller:
                 self._deadline_timers.pop(tick).cancel()
         return future, action, timeout, started
 
-    def _count_read(self) -> None:
+    def _count_read(self, end: float | None = None) -> None:
+        """Bin the successes of the read that just ended (``end``: when it arrived; by
+        default the classic subscriber's read, else a shard subscriber's)."""
         read_starts = self._read_starts
         if read_starts:
-            end, latency = self._subscriber.read_at, self.latency
+            end, latency = self._subscriber.read_at if end is None else end, self.latency
             assert latency is not None
             for action, starts in read_starts.items():
                 latency.add_ended(action, starts, end)
@@ -363,7 +391,7 @@ class Caller:
             raise self._unencodable(action, exc) from None
         if len(payload) > self._max_message_bytes:
             raise self._too_large(action, payload)
-        return await self._publisher.publish(self._request_channel, payload)
+        return await self._publish_counted(self._request_channel, payload)
 
     # -- events ----------------------------------------------------------------------
 
@@ -461,10 +489,19 @@ class Caller:
                         await self._publisher.ready.wait()
                 continue
             try:
-                await registry.load(self.directory, self._publisher, self.settings.connect_timeout)
+                keys = self._publisher if self._shards is None else KeyRouted(self._publisher, self._shards)
+                await registry.load(self.directory, keys, self.settings.connect_timeout)  # type: ignore[arg-type]
             except Exception as exc:  # ConnectionLost, or a refusal: logged and retried, never silent
                 self._bad_input.warning("registry", "%s: registry not loaded (%s); retrying", self.name, exc)
                 await asyncio.sleep(interval)  # a retry pause, bounded
+
+    def _on_shard_message(self, channel: str, raw: bytes, read_at: float) -> None:
+        self._on_message(channel, raw)
+
+    def _on_reply_channel_lost(self, channel: str) -> None:
+        """Cluster mode: the reply subscription is gone (link down, slot moved) until it
+        is back on the slot's owner; replies sent meanwhile are lost, so fail now."""
+        self._fail_pending()
 
     def _dispatch_event(self, event: Event) -> None:
         for handler in list(self._event_handlers):
@@ -503,6 +540,6 @@ class Caller:
                 self.failed_fast,
             ),
             gauge("rpc_ready", READY_HELP, {self.name: float(self.ready)}, "component"),
-            *link_families([self._subscriber, self._publisher]),
+            *link_families([self._subscriber, self._publisher, *(self._shards.links() if self._shards else ())]),
         ]
         return families

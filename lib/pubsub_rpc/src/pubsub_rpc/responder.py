@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import inspect
 import logging
 import time
@@ -50,6 +51,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from . import protocol
 from . import tracing as traces
 from .channels import ChannelRules
+from .cluster import KeyRouted, Shards, is_shard_channel, shard_request_channel
 from .errors import ConnectionLost, HandlerError, InvalidRequest, Overloaded, RemoteError, Unavailable, UnknownAction
 from .link import Publisher, Subscriber, link_options
 from .logs import call_fields
@@ -172,6 +174,15 @@ class Responder:
         self._publisher.on_disconnect(lambda: self._subscriber.disconnect("its publisher is down: no reply could be sent"))
         self._publisher.on_backpressure(self._on_publisher_backpressure)
         self.probe = Probe(self._subscriber, self._publisher, probe, self.settings.probe_interval)
+        # Cluster mode (pubsub_rpc.cluster): v1 requests also come SSUBSCRIBEd on the
+        # service's sharded request channel; replies to a sharded reply channel are
+        # SPUBLISHed. Seed-era traffic stays on the classic links above.
+        self._reply = self._publisher.publish_nowait
+        self._shards: Shards | None = None
+        if self.settings.redis_cluster:
+            self._shards = Shards(self.settings, name, self._on_shard_message)
+            self._shards.subscribe(shard_request_channel(self.settings))
+            self._reply = self._route_reply
         self.latency: LatencyTable | None = LatencyTable() if metrics else None
         self._ok_rows = self.latency.ok if self.latency is not None else None
         # Successes answered within the current read (sync handlers): they share a duration,
@@ -192,8 +203,21 @@ class Responder:
         self._accepting = False
         self._bad_input = RateLimitedLog(log)
         # Competing replicas (docs/scale-out.md): registry, claims, owner-only answers.
+        # In cluster mode requests arrive on shard connections, not with the announcements on
+        # the classic one, so the join-before-subscribe ordering of `auto` does not hold:
+        # replicas claim every request there (`always`), through the key's own master.
+        replica_settings = self.settings
+        if self._shards is not None and self.settings.claims == "auto":
+            replica_settings = dataclasses.replace(self.settings, claims="always")
         self._replicas = Replicas(
-            self.settings, name, self._publisher, self._subscriber, self.stats, self.actions, self._accept, _fields
+            replica_settings,
+            name,
+            self._publisher if self._shards is None else KeyRouted(self._publisher, self._shards),  # type: ignore[arg-type]
+            self._subscriber,
+            self.stats,
+            self.actions,
+            self._accept,
+            _fields,
         )
         self.instance = self._replicas.instance
         self.directory = self._replicas.directory
@@ -233,20 +257,26 @@ class Responder:
         self._accepting = True
         self._debug = log.isEnabledFor(logging.DEBUG)
         self._publisher.start()
-        self._subscriber.start()  # it subscribes once the publisher is up (its gate)
         try:
+            if self._shards is not None:  # the registry join routes its keys through the shards
+                await self._shards.start(connect_timeout)
+            self._subscriber.start()  # it subscribes once the publisher is up (its gate)
             async with asyncio.timeout(connect_timeout):
                 await self._publisher.ready.wait()
                 await self._subscriber.ready.wait()
-        except TimeoutError:
+        except (TimeoutError, ConnectionLost):
             await self._subscriber.close()
             await self._publisher.close()
+            if self._shards is not None:
+                await self._shards.close()
             raise ConnectionLost(
                 f"{self.name}: not ready within {connect_timeout}s (Redis unreachable, or a subscription refused: see the log)"
             ) from None
         except BaseException:
             await self._subscriber.close()  # `async with` will not call __aexit__ for us
             await self._publisher.close()
+            if self._shards is not None:
+                await self._shards.close()
             raise
         self.probe.start()
         self._replicas.start()
@@ -266,7 +296,8 @@ class Responder:
     @property
     def ready(self) -> bool:
         """Both connections up and the data path proven within RPC_PROBE_INTERVAL."""
-        return self._subscriber.ready.is_set() and self._publisher.ready.is_set() and self.probe.ok
+        up = self._subscriber.ready.is_set() and self._publisher.ready.is_set() and self.probe.ok
+        return up and (self._shards is None or self._shards.connected)
 
     @property
     def claiming(self) -> bool:
@@ -287,6 +318,8 @@ class Responder:
         (their replies are sent), then answer the rest with ``unavailable``."""
         await self.probe.close()
         await self._subscriber.close()
+        if self._shards is not None:
+            self._shards.stop_listening()
         await self._replicas.stop()  # leave the registry: we hear no more requests
         # Claims still in flight were lost by the other replicas if we won them: run those.
         with contextlib.suppress(TimeoutError):
@@ -315,6 +348,8 @@ class Responder:
             await asyncio.wait(self._running | self._abandoned)
         await self._publisher.drain()  # bounded by the liveness timeout
         await self._publisher.close()
+        if self._shards is not None:
+            await self._shards.close()
         log.info("%s: stopped; %s", self.name, self.stats)
 
     # -- pushes ----------------------------------------------------------------------
@@ -351,8 +386,21 @@ class Responder:
         stats.dropped += 1
         self._bad_input.warning("bad-channel", "%s: dropped a request on %s: %s", self.name, _shown(channel), reason)
 
-    def _on_message(self, channel: str, raw: bytes) -> None:
-        received = self._subscriber.read_at
+    def _on_shard_message(self, channel: str, raw: bytes, read_at: float) -> None:
+        # Under the request channel's classic name: a request without replyTo is answered
+        # where a seed-era one would be (the shared channel, classic PUBLISH).
+        self._on_message(self.settings.request_channel, raw, read_at)
+
+    def _route_reply(self, channel: str, payload: bytes) -> None:
+        assert self._shards is not None
+        if is_shard_channel(channel):
+            self._shards.publish_nowait(channel, payload)
+        else:
+            self._publisher.publish_nowait(channel, payload)
+
+    def _on_message(self, channel: str, raw: bytes, received: float | None = None) -> None:
+        if received is None:
+            received = self._subscriber.read_at
         stats = self.stats
         stats.received += 1
         try:
@@ -625,7 +673,7 @@ class Responder:
 
     def _publish(self, channel: str, payload: bytes, request: Request | None = None) -> bool:
         try:
-            self._publisher.publish_nowait(channel, payload)
+            self._reply(channel, payload)
         except ConnectionLost:
             # The caller will see ConnectionLost or a timeout; nothing else we can do here.
             self.stats.lost_replies += 1
@@ -686,7 +734,7 @@ class Responder:
             *self._replicas.families(),
             counter("rpc_server_pushes_refused", "Pushes refused: the channel was not allowed", stats.rejected_push_channel),
             gauge("rpc_ready", READY_HELP, {self.name: float(self.ready)}, "component"),
-            *link_families([self._subscriber, self._publisher]),
+            *link_families([self._subscriber, self._publisher, *(self._shards.links() if self._shards else ())]),
         ]
         return families
 

@@ -61,6 +61,7 @@ class Settings:
     stream_max_deliveries: int = 3
     stream_group: str = "responders"
     idempotency_ttl: float = 60.0
+    redis_cluster: bool = False
     push_interval: float = 10.0
     peer_channel: str = ""
     peer_interval: float = 5.0
@@ -261,6 +262,10 @@ ENV: dict[str, tuple[str, str]] = {
     ),
     "stream_group": ("RPC_STREAM_GROUP", "streams mode: the responders' consumer group"),
     "idempotency_ttl": ("RPC_IDEMPOTENCY_TTL", "streams mode: seconds a reply is kept to answer a redelivered request"),
+    "redis_cluster": (
+        "REDIS_CLUSTER",
+        "Redis Cluster mode: v1 requests and replies on sharded pub/sub (SPUBLISH/SSUBSCRIBE); REDIS_URL names any node",
+    ),
     "push_interval": ("PUSH_INTERVAL", "seconds between the responder's `configs` pushes (0 = off)"),
     "peer_channel": ("RPC_PEER_CHANNEL", "node_like_caller also calls a seed-protocol peer on this base channel (empty = off)"),
     "peer_interval": ("RPC_PEER_INTERVAL", "seconds between those calls"),

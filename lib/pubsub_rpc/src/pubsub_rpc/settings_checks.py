@@ -142,4 +142,10 @@ def _cross_field_problems(settings: Settings, env: dict[str, tuple[str, str]]) -
             f"{_shown(settings, 'max_channel_bytes', env)}: must be >= {len(reply.encode())}, "
             f"the length of this service's reply channels ({reply!r})"
         )
+    if settings.redis_cluster and settings.redis_url.startswith("unix:"):
+        problems.append("REDIS_CLUSTER=true: REDIS_URL must name a cluster node by host:port (redis:// or rediss://)")
+    if settings.redis_cluster and settings.transport != "pubsub":
+        problems.append(
+            f"REDIS_CLUSTER=true with RPC_TRANSPORT={settings.transport!r}: cluster mode carries pub/sub traffic only so far"
+        )
     return problems
