@@ -146,6 +146,7 @@ async def test_metrics_after_a_known_sequence_of_calls(redis_server: RedisProces
         "lost_claims": 0,
         "not_ours": 0,
         "stale": 0,
+        "released": 0,  # streams mode only
     }
     outcomes = {dict(labels)["outcome"]: v for (name, labels), v in server.items() if name == "rpc_server_messages_total"}
     assert outcomes == {"replied": 4, "errors": 4, "notifications": 0, "expired": 1, "dropped": 2}

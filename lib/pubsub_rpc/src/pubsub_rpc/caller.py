@@ -96,6 +96,12 @@ class Caller:
         self._max_message_bytes = self.settings.max_message_bytes
         self._ids: list[str] = []
         self._request_channel = self.settings.request_channel
+        # Streams mode: calls are appended to the request stream (at least once, docs/delivery.md);
+        # the XADD command up to its payload, ready-made. Notifications stay pub/sub.
+        self._xadd: tuple[bytes, ...] | None = None
+        if self.settings.transport == "streams":
+            maxlen = str(self.settings.stream_maxlen).encode()
+            self._xadd = (b"XADD", self.settings.stream_key.encode(), b"MAXLEN", b"~", maxlen, b"*", b"r")
         # requestId -> (future, deadline tick, action, timeout, perf_counter at the start);
         # removed by whichever comes first: the reply, the timeout, "nobody listening",
         # cancellation or a lost connection.
@@ -280,7 +286,10 @@ class Caller:
         future: asyncio.Future[Any] = loop.create_future()
         # Published first: if Redis is down this raises before anything is registered.
         try:
-            self._send_request(self._request_channel, payload, self._after_publish, request_id)
+            if self._xadd is None:
+                self._send_request(self._request_channel, payload, self._after_publish, request_id)
+            else:
+                self._publisher.execute(self._after_xadd, request_id, *self._xadd, payload)
         except (ConnectionLost, Backpressure) as exc:
             if span is not None:
                 traces.end(span, exc.code)
@@ -371,6 +380,20 @@ class Caller:
                 self._failed(request_id, action, code, started, str(error))
                 if not future.done():
                     future.set_exception(error)
+
+    def _after_xadd(self, request_id: str, reply: Any) -> None:
+        """XADD's answer: the entry id, or an error (ACL, OOM, not a stream, link lost):
+        then the request is not in the stream, so fail now, as ``connection_lost`` (the
+        code a refused PUBLISH gets too), rather than at the timeout."""
+        if isinstance(reply, bytes):
+            return
+        entry = self._settle(request_id)
+        if entry is not None:
+            future, action, _, started = entry
+            error = reply if isinstance(reply, ConnectionLost) else ConnectionLost(f"Redis refused XADD: {reply}")
+            self._failed(request_id, action, ConnectionLost.code, started, str(error))
+            if not future.done():
+                future.set_exception(error)
 
     def _expire(self, tick: int) -> None:
         self._deadline_timers.pop(tick, None)

@@ -55,6 +55,7 @@ class Request:
     headers: dict[str, Any] | None = None  # trace context (traceparent, tracestate); not validated further
     received: float = 0.0  # time.perf_counter() when the responder read it
     span: Any = None  # the responder's OpenTelemetry span, when tracing is on
+    stream_id: str | None = None  # streams mode: the entry id, acked once the reply is out
 
     def expired(self) -> bool:
         return self.deadline_ms is not None and time.time() * 1000 > self.deadline_ms

@@ -61,6 +61,9 @@ from .protocol import MalformedMessage, Request
 from .ratelog import RateLimitedLog
 from .replicas import Replicas
 from .settings import Settings
+from .stream_consumer import EVENTS as STREAM_EVENTS
+from .stream_consumer import StreamConsumer
+from .stream_reclaim import Reclaimer
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +116,7 @@ class ResponderStats:
     lost_claims: int = 0  # the claim got no answer (Redis connection down) or was refused
     not_ours: int = 0  # an action we do not serve, served by another live responder, which answers it
     stale: int = 0  # read while our own registry heartbeat was unacknowledged too long (frozen?)
+    released: int = 0  # streams mode: left pending for another consumer (read while frozen, unfinished at stop)
     pushes: int = 0  # pushes published (not a message outcome)
     claims_won: int = 0  # claims that said run it (not a message outcome: it goes on to one)
     stale_rejoins: int = 0  # times the stale rule dropped the subscription to rejoin (not a message outcome)
@@ -131,6 +135,7 @@ DROP_REASONS = (
     "lost_claims",
     "not_ours",
     "stale",
+    "released",
 )
 OUTCOMES = ("replied", "errors", "notifications", "expired", "dropped")
 
@@ -221,6 +226,8 @@ class Responder:
         )
         self.instance = self._replicas.instance
         self.directory = self._replicas.directory
+        # Streams mode (RPC_TRANSPORT=streams): v1 requests from the stream, next to pub/sub.
+        self._streams = StreamConsumer(self, self._publisher) if self.settings.transport == "streams" else None
 
     # -- registration ----------------------------------------------------------------
 
@@ -264,22 +271,27 @@ class Responder:
             async with asyncio.timeout(connect_timeout):
                 await self._publisher.ready.wait()
                 await self._subscriber.ready.wait()
+                if self._streams is not None:
+                    await self._streams.start(None, Reclaimer(self._streams).run)
         except (TimeoutError, ConnectionLost):
-            await self._subscriber.close()
-            await self._publisher.close()
-            if self._shards is not None:
-                await self._shards.close()
+            await self._close_links()
             raise ConnectionLost(
                 f"{self.name}: not ready within {connect_timeout}s (Redis unreachable, or a subscription refused: see the log)"
             ) from None
         except BaseException:
-            await self._subscriber.close()  # `async with` will not call __aexit__ for us
-            await self._publisher.close()
-            if self._shards is not None:
-                await self._shards.close()
+            await self._close_links()  # `async with` will not call __aexit__ for us
             raise
         self.probe.start()
         self._replicas.start()
+
+    async def _close_links(self) -> None:
+        await self._subscriber.close()
+        if self._streams is not None:
+            await self._streams.stop_reading()
+            await self._streams.release()
+        await self._publisher.close()
+        if self._shards is not None:
+            await self._shards.close()
 
     def _on_publisher_backpressure(self, on: bool) -> None:
         if on:
@@ -295,9 +307,20 @@ class Responder:
 
     @property
     def ready(self) -> bool:
-        """Both connections up and the data path proven within RPC_PROBE_INTERVAL."""
+        """Both connections up (and the stream reader, in streams mode) and the data path
+        proven within RPC_PROBE_INTERVAL."""
         up = self._subscriber.ready.is_set() and self._publisher.ready.is_set() and self.probe.ok
-        return up and (self._shards is None or self._shards.connected)
+        streams_ok = self._streams is None or self._streams.reader.ready.is_set()
+        return up and streams_ok and (self._shards is None or self._shards.connected)
+
+    @property
+    def streams(self) -> StreamConsumer | None:
+        """The consumer-group member in streams mode (its ``stats``, ``consumer`` name)."""
+        return self._streams
+
+    def free_slots(self) -> int:
+        """Handler slots neither running nor promised to queued requests."""
+        return self.settings.max_concurrency - len(self._running) - len(self._backlog)
 
     @property
     def claiming(self) -> bool:
@@ -320,6 +343,8 @@ class Responder:
         await self._subscriber.close()
         if self._shards is not None:
             self._shards.stop_listening()
+        if self._streams is not None:
+            await self._streams.stop_reading()  # a consumer that stops reading leaves the rest to the others
         await self._replicas.stop()  # leave the registry: we hear no more requests
         # Claims still in flight were lost by the other replicas if we won them: run those.
         with contextlib.suppress(TimeoutError):
@@ -338,6 +363,8 @@ class Responder:
                 leftovers,
                 self.settings.drain_timeout,
             )
+        if self._streams is not None:
+            await self._streams.release()  # unfinished stream entries stay pending: another consumer runs them
         while self._backlog:
             spec, request, channel, size = self._backlog.popleft()
             self._backlog_bytes -= size
@@ -439,6 +466,8 @@ class Responder:
         stats = self.stats
         if request.expired():
             stats.expired += 1
+            if self._streams is not None:
+                self._streams.done(request)
             if self._debug:
                 log.debug("%s: skipped: its deadline has passed", self.name, extra=_fields(request, "expired"))
             return
@@ -446,7 +475,9 @@ class Responder:
             request.span = traces.server_span(self._tracer, request.action, channel, request.request_id, request.headers)
         spec = self.actions.get(request.action)
         if spec is None:
-            if self.directory.serves(channel, request.action):
+            # (A stream entry is answered here: the responder the registry knows may well
+            # not read the stream, and one left pending would only be dead-lettered.)
+            if request.stream_id is None and self.directory.serves(channel, request.action):
                 self._replicas.not_ours(request)  # another live responder serves it: its answer
                 self._end_span(request, "not_ours")
                 return
@@ -551,6 +582,8 @@ class Responder:
         self.stats.expired += 1
         self._running.discard(task)
         self._end_span(request, "expired")
+        if self._streams is not None:
+            self._streams.done(request)
         if self._debug:
             log.debug("%s: cancelled at its deadline", self.name, extra=_fields(request, "expired"))
         self._abandoned.add(task)
@@ -573,6 +606,8 @@ class Responder:
             if request.expired():
                 self.stats.expired += 1
                 self._end_span(request, "expired")
+                if self._streams is not None:
+                    self._streams.done(request)
                 continue
             self._start_task(spec, request, reply_channel)
 
@@ -596,6 +631,8 @@ class Responder:
     def _finish(self, request: Request, reply_channel: str, result: Any, error: RemoteError | None) -> None:
         if request.request_id is None:
             self.stats.notifications += 1  # fire-and-forget: nobody waits for a reply
+            if self._streams is not None:
+                self._streams.done(request)
             code = "ok" if error is None else error.code
             if error is not None:
                 self._bad_input.warning(
@@ -673,6 +710,8 @@ class Responder:
 
     def _publish(self, channel: str, payload: bytes, request: Request | None = None) -> bool:
         try:
+            if request is not None and request.stream_id is not None:
+                return self._streams.reply(channel, payload, request)  # type: ignore[union-attr]
             self._reply(channel, payload)
         except ConnectionLost:
             # The caller will see ConnectionLost or a timeout; nothing else we can do here.
@@ -734,8 +773,26 @@ class Responder:
             *self._replicas.families(),
             counter("rpc_server_pushes_refused", "Pushes refused: the channel was not allowed", stats.rejected_push_channel),
             gauge("rpc_ready", READY_HELP, {self.name: float(self.ready)}, "component"),
-            *link_families([self._subscriber, self._publisher, *(self._shards.links() if self._shards else ())]),
+            *link_families(
+                [
+                    self._subscriber,
+                    self._publisher,
+                    *(self._shards.links() if self._shards else ()),
+                    *([self._streams.reader] if self._streams else []),
+                ]
+            ),
         ]
+        if self._streams is not None:
+            streams = self._streams
+            families += [
+                counter(
+                    "rpc_server_stream_entries",
+                    "Streams mode: entries read, acked, reclaimed, answered from the store, dead-lettered, trimmed, ...",
+                    {event: getattr(streams.stats, event) for event in STREAM_EVENTS},
+                    "event",
+                ),
+                gauge("rpc_server_stream_pending", "Streams mode: entries this consumer holds, not acked yet", streams.pending),
+            ]
         return families
 
 
