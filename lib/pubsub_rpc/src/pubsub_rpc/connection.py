@@ -24,7 +24,7 @@ import logging
 import random
 from collections.abc import Callable
 from time import perf_counter
-from typing import Any
+from typing import Any, Protocol
 
 import hiredis
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
@@ -42,6 +42,20 @@ BACKOFF_MAX = 1.0  # a Redis back after an outage is found within about a second
 CLOSE_TIMEOUT = 2.0  # seconds close() and a connection's clean-up may take
 GATE_LOG_INTERVAL = 30.0
 CONNECT_LOG_INTERVAL = 30.0  # one "cannot connect" line per link per outage and interval
+
+
+class Resolver(Protocol):
+    """Where a link connects, when that is not fixed (Sentinel mode, pubsub_rpc.sentinel):
+    asked before every connect, and asked to vouch for the node after the handshake (still
+    within REDIS_CONNECT_TIMEOUT); raising a RedisError refuses the node, with backoff."""
+
+    def attach(self, link: Link) -> None: ...
+
+    async def detach(self, link: Link) -> None: ...
+
+    async def resolve(self, link: Link, connection: AbstractConnection) -> None: ...
+
+    async def verify(self, link: Link, connection: AbstractConnection) -> None: ...
 
 
 class LinkDropped(Exception):
@@ -76,8 +90,10 @@ class Link(Writes):
         liveness_timeout: float = 3.0,
         connect_timeout: float = 3.0,
         max_write_buffer: int = 8_388_608,
+        resolver: Resolver | None = None,
     ) -> None:
         self.name = name
+        self._resolver = resolver
         self._pool = connection_pool(redis_url, name, connect_timeout)
         self.connect_timeout = connect_timeout
         self._liveness = Liveness(liveness_timeout)
@@ -112,6 +128,8 @@ class Link(Writes):
 
     def start(self) -> None:
         self._closing = False
+        if self._resolver is not None:
+            self._resolver.attach(self)
         self._task = asyncio.create_task(self._run(), name=f"link:{self.name}")
         self._task.add_done_callback(self._task_ended)
 
@@ -121,6 +139,8 @@ class Link(Writes):
         if task is not None:
             task.cancel()
             await asyncio.wait({task}, timeout=CLOSE_TIMEOUT)
+        if self._resolver is not None:
+            await self._resolver.detach(self)
         with contextlib.suppress(Exception):
             async with asyncio.timeout(CLOSE_TIMEOUT):
                 await self._pool.disconnect()
@@ -239,7 +259,11 @@ class Link(Writes):
         """The redis-py handshake, bounded as a whole; the transport, or None on failure."""
         try:
             async with asyncio.timeout(self.connect_timeout):
+                if self._resolver is not None:
+                    await self._resolver.resolve(self, connection)
                 await connection.connect()  # type: ignore[no-untyped-call]
+                if self._resolver is not None:
+                    await self._resolver.verify(self, connection)
         except (OSError, RedisError, TimeoutError) as exc:
             self.connect_failures += 1
             if isinstance(exc, TimeoutError) and not str(exc):
