@@ -10,6 +10,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -68,7 +69,8 @@ class SentinelProcess:
         self.stop()
         shutil.rmtree(self._workdir, ignore_errors=True)
 
-    def client(self) -> redis.Redis:
+    def client(self) -> Any:
+        """A sync client (Any: redis-py types the SENTINEL commands' replies loosely)."""
         return redis.Redis(port=self.port, socket_timeout=2)
 
 
