@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import statistics
 import time
@@ -125,7 +126,9 @@ async def test_every_link_is_back_after_each_of_100_redis_restarts_under_load(
                     )
 
                 await eventually(all_back, timeout=10, what=f"every link reconnected after restart {round_}")
-                await eventually(lambda n=round_: call_ok(caller, n), timeout=10, what=f"a good call after restart {round_}")
+                await eventually(
+                    functools.partial(call_ok, caller, round_), timeout=10, what=f"a good call after restart {round_}"
+                )
                 recoveries.append(time.perf_counter() - back)
         finally:
             stopping.set()
@@ -245,6 +248,11 @@ async def test_calls_fail_fast_with_backpressure_while_redis_is_frozen_and_recov
         assert all(result == BIG or isinstance(result, RpcError) for result in results)
 
 
+def reading(link: Link) -> bool | None:
+    """Whether the link's socket is being read (None: not connected)."""
+    return None if link._transport is None else link._transport.is_reading()
+
+
 async def test_a_backpressured_responder_stops_reading_requests_until_it_drains(
     own_redis: RedisProcess, own_settings: Settings
 ) -> None:
@@ -260,11 +268,11 @@ async def test_a_backpressured_responder_stops_reading_requests_until_it_drains(
                 lambda: pushes.append(responder.publisher.publish(settings.channel + ".bp", BIG.encode()))
             )
             assert responder.publisher.backpressured
-            assert subscriber._transport is not None and not subscriber._transport.is_reading()
+            assert reading(subscriber) is False
         finally:
             own_redis.thaw()
         await eventually(lambda: not responder.publisher.backpressured, timeout=10, what="the responder's buffer to drain")
-        assert subscriber._transport is not None and subscriber._transport.is_reading()
+        assert reading(subscriber) is True
         await eventually(lambda: call_ok(caller, 5), timeout=10, what="the responder to answer again")
         await asyncio.gather(*pushes, return_exceptions=True)
 
@@ -398,7 +406,7 @@ async def test_a_link_task_that_dies_is_logged_and_restarted(own_settings: Setti
         await eventually(lambda: link.task_restarts == 1 and link.ready.is_set(), what="the task restarted and reconnected")
         [record] = [r for r in caplog.records if r.getMessage().startswith("buggy-task: link task ended unexpectedly")]
         assert record.exc_info is not None and "injected bug" in str(record.exc_info[1])
-        assert link.publish_nowait("buggy-task-channel", b"still works") is None
+        assert await link.publish("buggy-task-channel", b"still works") == 0
     finally:
         await link.close()
     assert link.task_restarts == 1  # close() is not a death to recover from
@@ -433,3 +441,18 @@ def test_subscriber_and_publisher_take_the_link_settings(settings: Settings) -> 
     tuned = dataclasses.replace(settings, liveness_timeout=1.5, connect_timeout=0.5, max_write_buffer=100_000)
     sub = Subscriber(tuned.redis_url, "s", lambda c, d: None, channels=["x"], **link_options(tuned))
     assert (sub.liveness_timeout, sub.connect_timeout, sub.max_write_buffer) == (1.5, 0.5, 100_000)
+
+
+async def test_a_stall_of_our_own_event_loop_is_not_taken_for_a_dead_redis(own_settings: Settings) -> None:
+    """A synchronous handler that blocks the loop past the liveness timeout, then writes:
+    Redis had no chance to answer, so the connection must stay (it did not, before)."""
+    link = Publisher(own_settings.redis_url, "stalled-pub", liveness_timeout=0.3)
+    link.start()
+    try:
+        await link.wait_ready(10)
+        time.sleep(0.6)  # noqa: ASYNC251 - the stall under test, not a wait for something
+        receivers = link.publish("stalled-channel", b"after the stall")
+        assert await asyncio.wait_for(receivers, 5) == 0
+        assert link.liveness_failures["ping"] == 0 and link.connects == 1
+    finally:
+        await link.close()

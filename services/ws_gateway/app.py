@@ -47,6 +47,7 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     # Start connecting but do not block start-up on Redis: /readyz says when we are ready,
     # and the links keep retrying however long Redis is away.
     start = asyncio.create_task(caller.start(connect_timeout=None), name="caller-start")
+    start.add_done_callback(_start_ended)
     gateway.users.subscriber.start()
     gateway.presence.subscriber.start()
     caller.add_event_handler(gateway.fan_out)
@@ -61,6 +62,13 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     await gateway.users.subscriber.close()
     await gateway.presence.subscriber.close()
     await caller.close()
+
+
+def _start_ended(task: asyncio.Task[None]) -> None:
+    """The caller's start waits for Redis as long as it takes; it may only end by success
+    or cancellation (shutdown). Anything else is a bug: said loudly, with readiness false."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the gateway's Redis caller failed to start; /readyz stays 503", exc_info=task.exception())
 
 
 async def fetch_descriptions(gateway: Gateway) -> None:

@@ -14,6 +14,9 @@ the link is not ``ready`` and whatever waited on it fails with ``ConnectionLost`
 is supervised twice: an unexpected exception while connected is logged with its traceback
 and the loop reconnects; should the task itself end, a done-callback logs it and starts it
 again. Only ``close()`` stops it.
+
+Where to connect is REDIS_URL's host, unless a ``Resolver`` says otherwise before each
+connect and vouches for the node after the handshake (Sentinel mode: pubsub_rpc.sentinel).
 """
 
 from __future__ import annotations
@@ -139,6 +142,8 @@ class Link(Writes):
         if task is not None:
             task.cancel()
             await asyncio.wait({task}, timeout=CLOSE_TIMEOUT)
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                log.error("%s: link task failed while closing", self.name, exc_info=task.exception())
         if self._resolver is not None:
             await self._resolver.detach(self)
         with contextlib.suppress(Exception):
@@ -171,6 +176,10 @@ class Link(Writes):
         self._reading_paused = True
         if self._transport is not None:
             self._transport.pause_reading()
+
+    @property
+    def reading_paused(self) -> bool:
+        return self._reading_paused
 
     def resume_reading(self) -> None:
         if not self._reading_paused:
@@ -206,7 +215,8 @@ class Link(Writes):
         except Exception:
             log.exception("%s: clean-up after the link task failed too", self.name)
         with contextlib.suppress(RuntimeError):  # the loop is closing: nothing to restart
-            asyncio.get_running_loop().call_later(BACKOFF_INITIAL, self._restart)
+            # Not at once: a bug that kills it at every start must not spin.
+            asyncio.get_running_loop().call_later(BACKOFF_MAX, self._restart)
 
     def _restart(self) -> None:
         if not self._closing:
@@ -227,10 +237,15 @@ class Link(Writes):
                 if self.gate is not None and not self.gate.is_set():
                     raise LinkDropped("the link it waits for went down while connecting")
                 self.connects += 1
-                self._connect_log = RateLimitedLog(log, interval=CONNECT_LOG_INTERVAL)  # next outage logs at once
                 await self._serve(transport)
             except LINK_ERRORS as exc:
-                log.warning("%s: connection to Redis lost (%s); reconnecting", self.name, str(exc) or type(exc).__name__)
+                why = str(exc) or type(exc).__name__
+                if self.ready.is_set():  # an outage starts: always said
+                    log.warning("%s: connection to Redis lost (%s); reconnecting", self.name, why)
+                else:  # one more failed attempt of an outage (refused, not confirmed): rate-limited
+                    self._connect_log.warning(
+                        "unready", "%s: connection to Redis lost before ready (%s); retrying", self.name, why
+                    )
             except Exception:
                 log.exception("%s: link failed unexpectedly; reconnecting", self.name)
             finally:
@@ -242,6 +257,7 @@ class Link(Writes):
                     await _discard(connection)
             if became_ready:
                 delay = BACKOFF_INITIAL
+                self._connect_log = RateLimitedLog(log, interval=CONNECT_LOG_INTERVAL)  # this outage logs at once
             else:  # dropped before it was of use (refused, not confirmed): do not hammer Redis
                 await _back_off(delay)
                 delay = min(delay * 2, BACKOFF_MAX)

@@ -10,7 +10,8 @@ error ever comes. So each link checks, once per tick (REDIS_LIVENESS_TIMEOUT / 3
   dropped, its waiting calls fail with ``connection_lost`` and it reconnects.
 
 A dead connection is thus noticed at most REDIS_LIVENESS_TIMEOUT plus one tick after the
-last byte Redis sent (4 s with the default 3 s). An idle link costs one PING per tick of
+last byte Redis sent (4 s with the default 3 s); a stall of our own event loop does not
+count as Redis's silence. An idle link costs one PING per tick of
 silence; a busy one nothing, since any reply counts: the time of the last read
 (``Link.read_at``) is already taken once per socket read for the metrics.
 """
@@ -18,6 +19,8 @@ silence; a busy one nothing, since any reply counts: the time of the last read
 from __future__ import annotations
 
 from typing import Protocol
+
+STALL_TICKS = 1.5  # a check this late means the event loop, not Redis, was silent
 
 
 class Watched(Protocol):
@@ -39,11 +42,16 @@ class Liveness:
 
     def restart(self, now: float) -> None:
         """A new connection, or reading resumed after a pause: silence starts now."""
-        self._since = now
+        self._since = self._checked_at = now
         self._ping_at = -float("inf")
 
     def dead(self, link: Watched, now: float) -> bool:
         """One tick: True when the connection must be dropped; sends a PING when due."""
+        if now - self._checked_at > STALL_TICKS * self.tick:
+            # Our event loop was blocked (a long synchronous handler, a debugger): the
+            # silence was ours, and what we wrote at its end has had no time to be answered.
+            self._since = now
+        self._checked_at = now
         heard = max(link.read_at, self._since)
         silent = now - heard
         ping_waiting = self._ping_at > heard

@@ -12,8 +12,9 @@ that, only a nonce that comes back makes it ready again: a link deaf for good (a
 refuses the probe's PUBLISH, a proxy that delivers nothing) stays unready instead of
 flapping ready for an interval after every reconnect.
 
-The clock only runs while both connections are up: a publisher that is down cannot send
-nonces, and its own readiness already says so.
+The clock only runs while both connections are up and flowing: a publisher that is down
+or backpressured cannot send nonces (and says so itself), and a subscriber whose reading a
+backpressured responder paused cannot hear them.
 """
 
 from __future__ import annotations
@@ -93,8 +94,8 @@ class Probe:
         if not subscriber.ready.is_set():
             return  # reconnecting: it resubscribes, and that resets the clock
         now = time.monotonic()
-        if not publisher.ready.is_set():
-            self._since = now  # nobody can send a nonce: stop the clock
+        if not publisher.ready.is_set() or publisher.backpressured or subscriber.reading_paused:
+            self._since = now  # no nonce can be sent, or read back: stop the clock
             return
         if now - max(self.last_seen, self._since) > self.interval:
             self.deaf = True
