@@ -5,7 +5,11 @@ SHELL := /bin/bash
 # Compose v2 plugin if present, else Debian's docker-compose 1.29.
 COMPOSE_BIN := $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo "docker-compose")
 PROJECT ?= pubsub-rpc
-COMPOSE := $(COMPOSE_BIN) -p $(PROJECT)
+# HA=1: the `ha` profile (a replica and three sentinels) with deploy/ha/compose.ha.yaml, which
+# switches the services to Sentinel mode. `make ha` = `make up HA=1`; `make down HA=1` too.
+HA ?=
+COMPOSE_FILES := $(if $(HA),-f compose.yaml -f deploy/ha/compose.ha.yaml)
+COMPOSE := $(COMPOSE_BIN) -p $(PROJECT) $(COMPOSE_FILES)
 # Written by scripts/bootstrap.sh only where the official images cannot be pulled.
 -include .images.env
 -include .images.peers.env
@@ -23,12 +27,12 @@ OBSERVABILITY ?=
 PROMETHEUS_PORT ?= 9090
 export PROMETHEUS_PORT
 comma := ,
-PROFILES := $(strip $(if $(PEERS),peers) $(if $(OBSERVABILITY),observability))
+PROFILES := $(strip $(if $(PEERS),peers) $(if $(OBSERVABILITY),observability) $(if $(HA),ha))
 ifneq ($(PROFILES),)
 export COMPOSE_PROFILES := $(subst $() ,$(comma),$(PROFILES))
 endif
 # down / logs / ps see every profile's containers, whichever ones were started.
-ALL_PROFILES := --profile peers --profile observability
+ALL_PROFILES := --profile peers --profile observability --profile ha
 GATEWAY_PORT ?= 8080
 export GATEWAY_PORT
 ACTION ?= actions
@@ -36,7 +40,7 @@ DATA ?= null
 CHANNEL ?=
 PYTEST_ARGS ?=
 
-.PHONY: help setup dev test lint lock lock-upgrade lock-check up peers observability down logs ps call e2e check bench bench-quick bootstrap bootstrap-peers bootstrap-observability secrets new-service
+.PHONY: help setup dev test lint lock lock-upgrade lock-check up peers observability ha down logs ps call e2e check bench bench-quick bootstrap bootstrap-peers bootstrap-observability secrets new-service
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' Makefile | awk -F':.*## ' '{printf "  make %-23s %s\n", $$1, $$2}'
@@ -86,7 +90,7 @@ bootstrap-peers: ## base images of the peers profile (node, php; only what is mi
 bootstrap-observability: ## base image of the observability profile (prometheus; only if missing)
 	@bash scripts/bootstrap_observability.sh
 
-up: bootstrap secrets $(if $(PEERS),bootstrap-peers) $(if $(OBSERVABILITY),bootstrap-observability) ## build and start the stack in Docker (demo mode), wait until healthy, print the URL (PEERS=1: with the peers; OBSERVABILITY=1: with Prometheus)
+up: bootstrap secrets $(if $(PEERS),bootstrap-peers) $(if $(OBSERVABILITY),bootstrap-observability) ## build and start the stack in Docker (demo mode), wait until healthy, print the URL (PEERS=1: with the peers; OBSERVABILITY=1: with Prometheus; HA=1: Sentinel)
 	@$(MAKE) --no-print-directory _up
 
 peers: ## make up PEERS=1: the stack plus the Node.js and PHP seed-protocol peers
@@ -94,6 +98,9 @@ peers: ## make up PEERS=1: the stack plus the Node.js and PHP seed-protocol peer
 
 observability: ## make up OBSERVABILITY=1: the stack plus Prometheus scraping it, with alert rules
 	@$(MAKE) --no-print-directory up OBSERVABILITY=1
+
+ha: ## make up HA=1: Redis master + replica + 3 sentinels, the services in Sentinel mode (stop `redis` to see a failover)
+	@$(MAKE) --no-print-directory up HA=1
 
 # Demo mode (tokens minted for the page) only here: compose.yaml defaults to off.
 # `GATEWAY_DEMO_MODE=false make up` runs the gateway with .secrets/gateway-jwt.secret alone.

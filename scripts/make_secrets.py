@@ -34,6 +34,8 @@ USERS = ("healthcheck", "responder", "caller", "gateway", "seed_caller", "seed_r
 # Redis's own users, for the `ha` profile: replicas sync as `replication`, sentinels watch and
 # reconfigure the nodes as `sentinel` (deploy/ha/).
 INFRA_USERS = ("replication", "sentinel")
+# Users on the sentinels themselves (deploy/ha/sentinel.sh), not on Redis: the services'.
+SENTINEL_USERS = ("sentinel_client",)
 ACL_FILE = "redis-users.acl"
 JWT_FILE = "gateway-jwt.secret"
 # A channel name goes into ACL glob patterns and a space-separated rule line: keep it plain.
@@ -80,7 +82,7 @@ def ensure_secrets(
     os.chmod(directory, 0o700)
     written = []
     passwords = {}
-    for user in USERS + INFRA_USERS:
+    for user in USERS + INFRA_USERS + SENTINEL_USERS:
         path = directory / password_file(user)
         if not path.exists():
             _write_new(path, secrets.token_hex(32) + "\n")

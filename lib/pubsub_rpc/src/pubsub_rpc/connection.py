@@ -15,8 +15,8 @@ is supervised twice: an unexpected exception while connected is logged with its 
 and the loop reconnects; should the task itself end, a done-callback logs it and starts it
 again. Only ``close()`` stops it.
 
-Where to connect is REDIS_URL's host, unless a ``Resolver`` says otherwise before each
-connect and vouches for the node after the handshake (Sentinel mode: pubsub_rpc.sentinel).
+Where to connect is REDIS_URL's host, unless a ``Resolver`` picks the node on each connect
+and vouches for it after the handshake (Sentinel mode: pubsub_rpc.sentinel).
 """
 
 from __future__ import annotations
@@ -49,16 +49,14 @@ CONNECT_LOG_INTERVAL = 30.0  # one "cannot connect" line per link per outage and
 
 class Resolver(Protocol):
     """Where a link connects, when that is not fixed (Sentinel mode, pubsub_rpc.sentinel):
-    asked before every connect, and asked to vouch for the node after the handshake (still
-    within REDIS_CONNECT_TIMEOUT); raising a RedisError refuses the node, with backoff."""
+    ``connect`` picks the address, runs the redis-py handshake and vouches for the node,
+    all within REDIS_CONNECT_TIMEOUT; raising a RedisError refuses it, with backoff."""
 
     def attach(self, link: Link) -> None: ...
 
     async def detach(self, link: Link) -> None: ...
 
-    async def resolve(self, link: Link, connection: AbstractConnection) -> None: ...
-
-    async def verify(self, link: Link, connection: AbstractConnection) -> None: ...
+    async def connect(self, link: Link, connection: AbstractConnection) -> None: ...
 
 
 class LinkDropped(Exception):
@@ -275,11 +273,10 @@ class Link(Writes):
         """The redis-py handshake, bounded as a whole; the transport, or None on failure."""
         try:
             async with asyncio.timeout(self.connect_timeout):
-                if self._resolver is not None:
-                    await self._resolver.resolve(self, connection)
-                await connection.connect()  # type: ignore[no-untyped-call]
-                if self._resolver is not None:
-                    await self._resolver.verify(self, connection)
+                if self._resolver is None:
+                    await connection.connect()  # type: ignore[no-untyped-call]
+                else:
+                    await self._resolver.connect(self, connection)
         except (OSError, RedisError, TimeoutError) as exc:
             self.connect_failures += 1
             if isinstance(exc, TimeoutError) and not str(exc):

@@ -4,11 +4,11 @@ through the sentinels on each (re)connect, and stays on it only while it is the 
 A link on the wrong node does not fail, it goes deaf: a demoted master (or a replica)
 accepts PUBLISH and SUBSCRIBE and forwards nothing (redis#2942). So, per link:
 
-- resolve: before each connect, ask the sentinels for the master (redis-py's
+- on each connect, ask the sentinels for the master (redis-py's
   ``Sentinel.discover_master``: the first sentinel that knows a master not marked down);
   REDIS_URL still gives the credentials, db, TLS and options, only host and port change;
-- verify: after the handshake ``ROLE`` must say ``master``; anything else refuses the
-  node, and the link asks again with its usual backoff;
+- after the handshake ``ROLE`` must say ``master``; anything else refuses the node, and
+  the link asks again with its usual backoff;
 
 and per process and sentinel group, one watcher: a Subscriber on ``+switch-master`` that
 moves from sentinel to sentinel when one fails. When the master moves it drops every link
@@ -104,6 +104,8 @@ class SentinelGroup:
         self._sentinel: Sentinel | None = None
         self.watcher: Subscriber | None = None
         self._checks: set[asyncio.Task[None]] = set()
+        # Resolved with the new address when the master moves (then replaced by a fresh one).
+        self._moved: asyncio.Future[Address] | None = None  # made by attach(), in the loop
         self.switches = 0  # +switch-master events seen for this master
         self.dropped = 0  # links dropped because the master moved away from them
         self.not_master = 0  # connections refused after the handshake: ROLE was not master
@@ -116,6 +118,7 @@ class SentinelGroup:
             self._links.clear()
             self._sentinel = None
             self.watcher = None
+            self._moved = loop.create_future()
             self._loop = loop
         self._links.setdefault(link, None)
         if self.watcher is None:
@@ -137,21 +140,42 @@ class SentinelGroup:
                 async with asyncio.timeout(CLOSE_TIMEOUT):
                     await sentinel.aclose()
 
-    async def resolve(self, link: Link, connection: AbstractConnection) -> None:
+    async def connect(self, link: Link, connection: AbstractConnection) -> None:
+        """Connect to where the sentinels say the master is, and check ROLE there. A connect
+        still pending when the master moves elsewhere is abandoned (a stopped container's
+        address does not refuse, it stays silent until the connect timeout)."""
         address = await self.master_address()
         _set_address(connection, address)
         if link in self._links:
             self._links[link] = address
+        await self._connect_unless_moved(connection, address)
+        await self._verify(connection, address)
 
-    async def verify(self, link: Link, connection: AbstractConnection) -> None:
+    async def _connect_unless_moved(self, connection: AbstractConnection, address: Address) -> None:
+        connecting = asyncio.ensure_future(connection.connect())  # type: ignore[no-untyped-call]
+        try:
+            while not connecting.done():
+                moved = self._moved
+                if moved is None:  # not attached (used on its own): nothing to abandon for
+                    await connecting
+                    break
+                await asyncio.wait({connecting, moved}, return_when=asyncio.FIRST_COMPLETED)
+                if moved.done() and moved.result() != address and not connecting.done():
+                    raise NotMaster(f"the master moved to {_show(moved.result())} while connecting to {_show(address)}")
+        finally:
+            if not connecting.done():
+                connecting.cancel()
+                await asyncio.wait({connecting})
+        connecting.result()
+
+    async def _verify(self, connection: AbstractConnection, address: Address) -> None:
         """ROLE must say master (it needs ``+role`` in the link's ACL user)."""
         await connection.send_command("ROLE")
         reply = await connection.read_response()
         role = reply[0] if isinstance(reply, list) and reply else reply
         if role not in (b"master", "master"):
             self.not_master += 1
-            where = self._links.get(link)
-            raise NotMaster(f"{_show(where)} is not the master (ROLE: {role!r}); asking Sentinel again")
+            raise NotMaster(f"{_show(address)} is not the master (ROLE: {role!r}); asking Sentinel again")
 
     # -- discovery ---------------------------------------------------------------------
 
@@ -216,10 +240,13 @@ class SentinelGroup:
         self._drop_all_but(address)
 
     def _drop_all_but(self, master: Address) -> None:
+        moved, self._moved = self._moved, asyncio.get_running_loop().create_future()
+        if moved is not None:
+            moved.set_result(master)  # connects still pending elsewhere give up
         for link, address in list(self._links.items()):
             if address is not None and address != master:
                 self.dropped += 1
-                self._links[link] = None  # until it connects again (resolve)
+                self._links[link] = None  # until it connects again
                 link.disconnect(f"Sentinel: {_show(address)} is no longer the master ({_show(master)} is)")
 
 
@@ -236,12 +263,10 @@ class _Rotation:
     async def detach(self, link: Link) -> None:
         pass
 
-    async def resolve(self, link: Link, connection: AbstractConnection) -> None:
+    async def connect(self, link: Link, connection: AbstractConnection) -> None:
         _set_address(connection, self._sentinels[self._next % len(self._sentinels)])
         self._next += 1
-
-    async def verify(self, link: Link, connection: AbstractConnection) -> None:
-        pass
+        await connection.connect()  # type: ignore[no-untyped-call]
 
 
 def _show(address: Address | None) -> str:
