@@ -407,3 +407,10 @@ class _LinkProtocol(asyncio.Protocol):
     def close(self, reason: BaseException) -> None:
         if not self.closed.done():
             self.closed.set_result(reason)
+        link = self._link
+        if link._protocol is self:
+            # Down from this instant, not from when the link task next runs: a reply or a
+            # call in between fails ConnectionLost (counted) instead of vanishing in a
+            # closed socket.
+            link._transport = None
+            link._blocked = True
