@@ -16,7 +16,23 @@ import redis
 
 from scripts.redis_process import RedisProcess, free_port
 
+ROOT = Path(__file__).resolve().parent.parent
 MASTER_NAME = "mymaster"
+PEER_PASSWORD = "sentinel-peer-test-password"
+CLIENT_PASSWORD = "sentinel-client-test-password"
+ADMIN_PASSWORD = "sentinel-admin-test-password"
+
+
+def profile_sentinel_users() -> str:
+    """The `user` and `sentinel sentinel-*` lines of the ha profile's sentinels
+    (deploy/ha/sentinel.sh), with test passwords: the tests run the profile's own rights,
+    plus an `admin` user for the fixture's own checks."""
+    script = (ROOT / "deploy" / "ha" / "sentinel.sh").read_text().splitlines()
+    lines = [line for line in script if line.startswith(("user ", "sentinel sentinel-"))]
+    text = "\n".join(lines).replace("$peer", PEER_PASSWORD).replace("$client", CLIENT_PASSWORD)
+    return text + f"\nuser admin on >{ADMIN_PASSWORD} allchannels +@all\n"
+
+
 DOWN_AFTER_MS = 1000  # as deploy/ha/sentinel.conf
 FAILOVER_TIMEOUT_MS = 5000
 
@@ -24,7 +40,7 @@ FAILOVER_TIMEOUT_MS = 5000
 class SentinelProcess:
     """One sentinel; its config file is its own (Sentinel rewrites it)."""
 
-    def __init__(self, master_port: int, quorum: int = 2) -> None:
+    def __init__(self, master_port: int, quorum: int = 2, protected: bool = False) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server not found: apt-get install redis-server")
@@ -37,8 +53,9 @@ class SentinelProcess:
             f"sentinel monitor {MASTER_NAME} 127.0.0.1 {master_port} {quorum}\n"
             f"sentinel down-after-milliseconds {MASTER_NAME} {DOWN_AFTER_MS}\n"
             f"sentinel failover-timeout {MASTER_NAME} {FAILOVER_TIMEOUT_MS}\n"
-            f"sentinel parallel-syncs {MASTER_NAME} 1\n"
+            f"sentinel parallel-syncs {MASTER_NAME} 1\n" + (profile_sentinel_users() if protected else "")
         )
+        self.protected = protected
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 10.0) -> SentinelProcess:
@@ -52,7 +69,7 @@ class SentinelProcess:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
                     sock.sendall(b"PING\r\n")
-                    if sock.recv(16).startswith(b"+PONG"):
+                    if sock.recv(16).startswith((b"+PONG", b"-NOAUTH")):
                         return self
             except OSError:
                 pass
@@ -71,13 +88,16 @@ class SentinelProcess:
 
     def client(self) -> Any:
         """A sync client (Any: redis-py types the SENTINEL commands' replies loosely)."""
+        if self.protected:
+            return redis.Redis(port=self.port, socket_timeout=2, username="admin", password=ADMIN_PASSWORD)
         return redis.Redis(port=self.port, socket_timeout=2)
 
 
 class SentinelTopology:
     """Master + replica + 3 sentinels; ``settings_env`` is what the services need."""
 
-    def __init__(self) -> None:
+    def __init__(self, protected_sentinels: bool = False) -> None:
+        self.protected_sentinels = protected_sentinels
         self.master = RedisProcess()
         self.replica = RedisProcess(extra_args=["--replicaof", "127.0.0.1", str(self.master.port)])
         self.sentinels: list[SentinelProcess] = []
@@ -93,7 +113,7 @@ class SentinelTopology:
     def start(self) -> SentinelTopology:
         self.master.start()
         self.replica.start()
-        self.sentinels = [SentinelProcess(self.master.port).start() for _ in range(3)]
+        self.sentinels = [SentinelProcess(self.master.port, protected=self.protected_sentinels).start() for _ in range(3)]
         self.wait_settled()
         return self
 

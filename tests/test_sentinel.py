@@ -20,7 +20,7 @@ from pubsub_rpc.link import Publisher, Subscriber, link_options
 from pubsub_rpc.sentinel import SentinelGroup, resolver_for
 
 from .conftest import eventually
-from .sentinel_topology import MASTER_NAME, SentinelTopology
+from .sentinel_topology import CLIENT_PASSWORD, MASTER_NAME, SentinelTopology
 
 FAILOVER_BOUND = 10.0  # seconds to the first good call through the new master (issue 11)
 CALL_TIMEOUT = 1.0
@@ -30,6 +30,16 @@ HUNG = CALL_TIMEOUT + 3.0  # a call still unsettled this long after it started i
 @pytest.fixture
 def topology() -> Iterator[SentinelTopology]:
     topology = SentinelTopology()
+    try:
+        yield topology.start()
+    finally:
+        topology.close()
+
+
+@pytest.fixture
+def protected_topology() -> Iterator[SentinelTopology]:
+    """Sentinels with the ha profile's own users (deploy/ha/sentinel.sh), `default` off."""
+    topology = SentinelTopology(protected_sentinels=True)
     try:
         yield topology.start()
     finally:
@@ -221,3 +231,47 @@ async def test_no_sentinel_knowing_a_master_is_a_connect_failure_retried(ha_sett
         assert not publisher.ready.is_set()
     finally:
         await publisher.close()
+
+
+async def test_protected_sentinels_with_the_profiles_users(
+    protected_topology: SentinelTopology, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The services' sentinel user finds the master and hears +switch-master with nothing
+    more; a wrong password is retried and never logged."""
+    ha = dataclasses.replace(
+        settings,
+        redis_url="redis://not-used.invalid:6379/0",
+        sentinels=protected_topology.sentinel_list,
+        sentinel_master=MASTER_NAME,
+        sentinel_username="sentinel_client",
+        sentinel_password=CLIENT_PASSWORD,
+        call_timeout=CALL_TIMEOUT,
+    )
+    responder = Responder(ha, name="ha-responder")
+    register(responder)
+    async with responder, Caller(ha, name="ha-caller") as caller:
+        assert await caller.call("echo", 1) == 1
+        group = resolver_for(ha)
+        assert group.watcher is not None
+        await eventually(group.watcher.ready.is_set, what="the watcher subscribed to +switch-master")
+        killed = time.perf_counter()
+        await protected_topology.master.stop_async()
+
+        async def good() -> bool:
+            try:
+                return bool(await caller.call("echo", 2, timeout=CALL_TIMEOUT) == 2)
+            except RpcError:
+                return False
+
+        await eventually(good, timeout=FAILOVER_BOUND + 5, what="a good call through the new master")
+        assert time.perf_counter() - killed < FAILOVER_BOUND
+        assert group.switches == 1
+    wrong = dataclasses.replace(ha, sentinel_password="not-the-password-xyz")
+    publisher = Publisher(wrong.redis_dsn, "ha-pub", **link_options(wrong))
+    publisher.start()
+    try:
+        await eventually(lambda: publisher.connect_failures >= 2, what="retries")
+        assert not publisher.ready.is_set()
+    finally:
+        await publisher.close()
+    assert "not-the-password-xyz" not in caplog.text and CLIENT_PASSWORD not in caplog.text
