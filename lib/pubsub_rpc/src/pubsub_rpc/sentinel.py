@@ -44,7 +44,8 @@ Address = tuple[str, int]
 
 
 class NotMaster(RedisConnectionError):
-    """The node is not the master (ROLE), or no sentinel knows a master that is up."""
+    """The node is not (or no longer) the master: ROLE said otherwise, or the master moved
+    while we were connecting to it. The link retries with backoff."""
 
 
 _groups: dict[tuple[Any, ...], SentinelGroup] = {}
