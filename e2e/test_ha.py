@@ -99,6 +99,28 @@ class HaStack:
         script = f"{auth} redis-cli -p 26379 --user sentinel_client " + " ".join(args)
         return self.compose("exec", "-T", "sentinel-1", "sh", "-c", script, timeout=30).stdout
 
+    def settled(self) -> bool:
+        """Every sentinel knows the replica (in sync) and the two other sentinels: only
+        then can a failover succeed (a sentinel learns a replica from the master's INFO,
+        every 10 s)."""
+        if not self.node("redis-replica", "ROLE").split()[3:4] == ["connected"]:
+            return False
+        for sentinel in ("sentinel-1", "sentinel-2", "sentinel-3"):
+            auth = 'REDISCLI_AUTH="$(cat /run/secrets/sentinel_client_password)"'
+            script = f"{auth} redis-cli -p 26379 --user sentinel_client sentinel masters"
+            lines = self.compose("exec", "-T", sentinel, "sh", "-c", script, timeout=30, check=False).stdout.split()
+            state = dict(zip(lines[::2], lines[1::2], strict=False))
+            if state.get("num-slaves") != "1" or state.get("num-other-sentinels") != "2":
+                return False
+        return True
+
+    def node(self, service: str, *command: str) -> str:
+        """A command on a Redis node, as Sentinel's user there (from a sentinel container,
+        which holds that password)."""
+        auth = 'REDISCLI_AUTH="$(cat /run/secrets/redis_sentinel_password)"'
+        script = f"{auth} redis-cli -h {service} --user sentinel " + " ".join(command)
+        return self.compose("exec", "-T", "sentinel-1", "sh", "-c", script, timeout=30, check=False).stdout
+
 
 def _docker_available() -> bool:
     return shutil.which("docker") is not None and subprocess.run(["docker", "info"], capture_output=True).returncode == 0
@@ -130,6 +152,9 @@ def _read_line(process: subprocess.Popen[str], timeout: float) -> str:
 
 
 def test_stopping_the_master_fails_over_under_load_within_the_bound(ha_stack: HaStack) -> None:
+    deadline = time.monotonic() + 60
+    while not ha_stack.settled():
+        assert time.monotonic() < deadline, "the sentinels did not learn the replica and each other within 60 s"
     old = ha_stack.sentinel("sentinel", "get-master-addr-by-name", "mymaster").split()
     load = ha_stack.popen("exec", "-T", "node_like_caller", "python", "-c", LOAD)
     try:
@@ -165,3 +190,17 @@ def test_stopping_the_master_fails_over_under_load_within_the_bound(ha_stack: Ha
     while not gateway_ready(ha_stack.gateway):  # the gateway's links followed too
         assert time.monotonic() < deadline, "the gateway is not ready on the new master"
         time.sleep(0.25)
+
+    # The old master comes back: Sentinel makes it a replica of the new one (it syncs as the
+    # `replication` user), and calls keep going through the new master.
+    restarted = time.monotonic()
+    subprocess.run(["docker", "start", master], capture_output=True, check=True, timeout=60)
+    role = ""
+    while not role.startswith(f"slave {new[0]} {new[1]} connected"):
+        assert time.monotonic() - restarted < 60, f"the old master did not rejoin as a replica: {role!r}"
+        role = " ".join(ha_stack.node("redis", "ROLE").split())
+    print(f"the old master rejoined as a replica of {':'.join(new)} in {time.monotonic() - restarted:.1f} s")
+    call = ha_stack.compose(
+        "exec", "-T", "node_like_caller", "python", "-m", "node_like_caller", "call", "sum", "[1, 2]", check=False
+    )
+    assert call.stdout.strip() == "3", call.stdout + call.stderr
