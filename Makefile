@@ -7,11 +7,15 @@ COMPOSE_BIN := $(shell docker compose version >/dev/null 2>&1 && echo "docker co
 PROJECT ?= pubsub-rpc
 # CLUSTER=1: Redis as a three-master Redis Cluster, the services in cluster mode (sharded
 # pub/sub): deploy/cluster/compose.cluster.yaml on top of compose.yaml (`make cluster`).
+# HA=1: the `ha` profile (a replica and three sentinels) with deploy/ha/compose.ha.yaml, which
+# switches the services to Sentinel mode (`make ha`).
 CLUSTER ?=
 CLUSTER_FILE := deploy/cluster/compose.cluster.yaml
-COMPOSE := $(COMPOSE_BIN) -p $(PROJECT) -f compose.yaml $(if $(CLUSTER),-f $(CLUSTER_FILE))
-# down / logs / ps see the cluster's containers too, whichever topology was started.
-COMPOSE_ALL := $(COMPOSE_BIN) -p $(PROJECT) -f compose.yaml -f $(CLUSTER_FILE)
+HA ?=
+HA_FILE := deploy/ha/compose.ha.yaml
+COMPOSE := $(COMPOSE_BIN) -p $(PROJECT) -f compose.yaml $(if $(CLUSTER),-f $(CLUSTER_FILE)) $(if $(HA),-f $(HA_FILE))
+# down / logs / ps see every topology's containers, whichever was started.
+COMPOSE_ALL := $(COMPOSE_BIN) -p $(PROJECT) -f compose.yaml -f $(CLUSTER_FILE) -f $(HA_FILE)
 # Written by scripts/bootstrap.sh only where the official images cannot be pulled.
 -include .images.env
 -include .images.peers.env
@@ -29,12 +33,12 @@ OBSERVABILITY ?=
 PROMETHEUS_PORT ?= 9090
 export PROMETHEUS_PORT
 comma := ,
-PROFILES := $(strip $(if $(PEERS),peers) $(if $(OBSERVABILITY),observability))
+PROFILES := $(strip $(if $(PEERS),peers) $(if $(OBSERVABILITY),observability) $(if $(HA),ha))
 ifneq ($(PROFILES),)
 export COMPOSE_PROFILES := $(subst $() ,$(comma),$(PROFILES))
 endif
 # down / logs / ps see every profile's containers, whichever ones were started.
-ALL_PROFILES := --profile peers --profile observability
+ALL_PROFILES := --profile peers --profile observability --profile ha
 GATEWAY_PORT ?= 8080
 export GATEWAY_PORT
 # REPLICAS=3: that many laravel_like_responder containers on one channel; they claim each
@@ -45,7 +49,7 @@ DATA ?= null
 CHANNEL ?=
 PYTEST_ARGS ?=
 
-.PHONY: help setup dev test lint lock lock-upgrade lock-check up peers observability cluster down logs ps call e2e chaos check bench bench-quick bootstrap bootstrap-peers bootstrap-observability secrets new-service
+.PHONY: help setup dev test lint lock lock-upgrade lock-check up peers observability cluster ha down logs ps call e2e chaos check bench bench-quick bootstrap bootstrap-peers bootstrap-observability secrets new-service
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' Makefile | awk -F':.*## ' '{printf "  make %-23s %s\n", $$1, $$2}'
@@ -95,7 +99,7 @@ bootstrap-peers: ## base images of the peers profile (node, php; only what is mi
 bootstrap-observability: ## base image of the observability profile (prometheus; only if missing)
 	@bash scripts/bootstrap_observability.sh
 
-up: bootstrap secrets $(if $(PEERS),bootstrap-peers) $(if $(OBSERVABILITY),bootstrap-observability) ## build and start the stack in Docker (demo mode), wait until healthy, print the URL (PEERS=1: with the peers; OBSERVABILITY=1: with Prometheus; REPLICAS=3: three responders)
+up: bootstrap secrets $(if $(PEERS),bootstrap-peers) $(if $(OBSERVABILITY),bootstrap-observability) ## build and start the stack in Docker (demo mode), wait until healthy, print the URL (PEERS=1: with the peers; OBSERVABILITY=1: with Prometheus; REPLICAS=3: three responders; HA=1: Sentinel; CLUSTER=1: Redis Cluster)
 	@$(MAKE) --no-print-directory _up
 
 peers: ## make up PEERS=1: the stack plus the Node.js and PHP seed-protocol peers
@@ -106,6 +110,8 @@ observability: ## make up OBSERVABILITY=1: the stack plus Prometheus scraping it
 
 cluster: ## make up CLUSTER=1: the stack on a three-master Redis Cluster (sharded pub/sub for v1 traffic)
 	@$(MAKE) --no-print-directory up CLUSTER=1
+ha: ## make up HA=1: Redis master + replica + 3 sentinels, the services in Sentinel mode (stop `redis` to see a failover)
+	@$(MAKE) --no-print-directory up HA=1
 
 # Demo mode (tokens minted for the page) only here: compose.yaml defaults to off.
 # `GATEWAY_DEMO_MODE=false make up` runs the gateway with .secrets/gateway-jwt.secret alone.

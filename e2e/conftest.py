@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # E2E_PROJECT lets two checkouts run their suites side by side on one Docker engine.
 PROJECT = os.environ.get("E2E_PROJECT", "pubsub-rpc-e2e")
 SECRETS = ROOT / ".secrets"
-ALL_PROFILES = "--profile peers --profile observability"
+ALL_PROFILES = "--profile peers --profile observability --profile ha"
 
 
 def _compose_command() -> str:

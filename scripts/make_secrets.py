@@ -31,6 +31,11 @@ DEFAULT_DIR = ROOT / ".secrets"
 DEFAULT_CHANNEL = "laravel_database_general"
 DEFAULT_PHP_CHANNEL = "laravel_database_php"  # the PHP seed peer of the `peers` profile
 USERS = ("healthcheck", "responder", "caller", "gateway", "seed_caller", "seed_responder", "cluster_admin")
+# Redis's own users, for the `ha` profile: replicas sync as `replication`, sentinels watch and
+# reconfigure the nodes as `sentinel` (deploy/ha/).
+INFRA_USERS = ("replication", "sentinel")
+# Users on the sentinels themselves (deploy/ha/sentinel.sh), not on Redis: the services'.
+SENTINEL_USERS = ("sentinel_client",)
 ACL_FILE = "redis-users.acl"
 JWT_FILE = "gateway-jwt.secret"
 # A channel name goes into ACL glob patterns and a space-separated rule line: keep it plain.
@@ -51,7 +56,7 @@ def render_acl(passwords: Mapping[str, str], channel: str = DEFAULT_CHANNEL, php
     for name in (channel, php_channel):
         if not _PLAIN_CHANNEL.fullmatch(name):
             raise ValueError(f"channel {name!r}: use letters, digits and _ . : - only (it becomes an ACL glob)")
-    hashes = {f"hash_{user}": password_hash(passwords[user]) for user in USERS}
+    hashes = {f"hash_{user}": password_hash(passwords[user]) for user in USERS + INFRA_USERS}
     lines = TEMPLATE.read_text().splitlines()
     kept = [line for line in lines if line and not line.startswith("#")]
     rules = [line.format(channel=channel, php_channel=php_channel, **hashes) for line in kept]
@@ -77,7 +82,7 @@ def ensure_secrets(
     os.chmod(directory, 0o700)
     written = []
     passwords = {}
-    for user in USERS:
+    for user in USERS + INFRA_USERS + SENTINEL_USERS:
         path = directory / password_file(user)
         if not path.exists():
             _write_new(path, secrets.token_hex(32) + "\n")

@@ -21,14 +21,14 @@ from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, NoPermissionError
 from redis.retry import Retry
 
-from scripts.make_secrets import USERS, password_hash, render_acl
+from scripts.make_secrets import INFRA_USERS, USERS, password_hash, render_acl
 from scripts.redis_process import RedisProcess
 
 from .conftest import eventually
 
 C = "laravel_database_general"
 PHP = "laravel_database_php"
-PASSWORDS = {user: f"{user}-test-password" for user in USERS}
+PASSWORDS = {user: f"{user}-test-password" for user in USERS + INFRA_USERS}
 # RESP2 and AUTH, as the library connects; no retries (a refusal is the answer).
 CLIENT_OPTIONS: dict[str, Any] = {"protocol": 2, "socket_timeout": 5, "socket_connect_timeout": 5, "retry": Retry(NoBackoff(), 0)}
 
@@ -103,7 +103,17 @@ ALLOWED = [
     ("caller", ("SSUBSCRIBE", f"{C}.reply.node_like_caller.{{0123abcd}}")),
     ("gateway", ("SPUBLISH", f"{{{C}_sender}}.requests", "request")),
     ("gateway", ("SSUBSCRIBE", f"{C}.reply.ws_gateway.{{0123abcd}}")),
-    *[(user, ("PING",)) for user in USERS],
+    *[(user, ("PING",)) for user in USERS + INFRA_USERS],
+    # Sentinel mode: a link checks ROLE after connecting (a replica or demoted master is refused).
+    *[(user, ("ROLE",)) for user, _ in PROBERS],
+    # The `ha` profile's Redis users: a replica's sync handshake, and what Sentinel sends.
+    ("replication", ("REPLCONF", "listening-port", "6380")),
+    ("sentinel", ("INFO", "replication")),
+    ("sentinel", ("ROLE",)),
+    ("sentinel", ("SUBSCRIBE", "__sentinel__:hello")),
+    ("sentinel", ("PUBLISH", "__sentinel__:hello", "hello")),
+    ("sentinel", ("CLIENT", "SETNAME", "sentinel-x")),
+    ("sentinel", ("CLIENT", "KILL", "TYPE", "pubsub")),
 ]
 
 # Each refusal, with why it matters.
@@ -154,6 +164,26 @@ REFUSED = [
     ("seed_caller", ("SUBSCRIBE", f"{C}.presence")),
     ("seed_caller", ("PUBLISH", f"{C}.presence", "fake heartbeat")),
     ("seed_responder", ("PUBLISH", f"{C}.presence", "fake heartbeat")),
+    # The `ha` profile's Redis users do their job only: no data, no channels of the services.
+    *[
+        (user, command)
+        for user in INFRA_USERS
+        for command in (
+            ("GET", "k"),
+            ("SET", "k", "v"),
+            ("KEYS", "*"),
+            ("EVAL", "return 1", "0"),
+            ("FLUSHALL",),
+            ("ACL", "LIST"),
+            ("CONFIG", "GET", "*"),
+            ("SUBSCRIBE", C),
+            ("PUBLISH", f"{C}_sender", "request"),
+            ("PSUBSCRIBE", "*"),
+        )
+    ],
+    ("replication", ("INFO",)),
+    ("replication", ("REPLICAOF", "NO", "ONE")),
+    ("replication", ("CLIENT", "KILL", "TYPE", "pubsub")),
     ("healthcheck", ("CLIENT", "SETNAME", "x")),
     # Cluster mode: the same walls on sharded channels.
     ("caller", ("SSUBSCRIBE", f"{C}.reply.ws_gateway.{{0123abcd}}")),  # another service's replies
@@ -169,6 +199,7 @@ REFUSED = [
     ("cluster_admin", ("PUBLISH", f"{C}_sender", "request")),
     ("cluster_admin", ("SPUBLISH", f"{{{C}_sender}}.requests", "request")),
     ("cluster_admin", ("CLIENT", "SETNAME", "x")),
+    ("healthcheck", ("ROLE",)),
     ("healthcheck", ("SUBSCRIBE", C)),
     ("healthcheck", ("PUBLISH", C, "x")),
 ]
@@ -216,6 +247,12 @@ def test_no_user_may_inspect_or_administer(acl_redis: RedisProcess, user: str, c
         pytest.skip("redis-cli --cluster create reads INFO (its CLUSTER rights: tests/test_cluster.py)")
     with pytest.raises(NoPermissionError):
         run(acl_redis, user, *command)
+
+
+def test_sentinel_may_rewrite_the_config_after_a_failover(acl_redis: RedisProcess) -> None:
+    # Allowed: the test server merely has no config file to rewrite (NoPermissionError otherwise).
+    with pytest.raises(redis.ResponseError, match="without a config file"):
+        run(acl_redis, "sentinel", "CONFIG", "REWRITE")
 
 
 def test_the_default_user_is_off(acl_redis: RedisProcess) -> None:

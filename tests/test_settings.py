@@ -73,6 +73,16 @@ BAD: list[tuple[dict[str, str], str, str]] = [
     ({"RPC_RESPONDER_PATTERN": "*.probe.*"}, "RPC_RESPONDER_PATTERN='*.probe.*'", "a probe channel"),
     ({"LOG_LEVEL": "loud"}, "LOG_LEVEL='loud'", "one of DEBUG, INFO, WARNING, ERROR, CRITICAL"),
     ({"LOG_FORMAT": "xml"}, "LOG_FORMAT='xml'", "one of text, json"),
+    # Sentinel mode: a list of host:port, the master's name with it, and a TCP REDIS_URL.
+    ({"REDIS_SENTINELS": "s1:26379,s2"}, "REDIS_SENTINELS='s1:26379,s2'", "host:port"),
+    ({"REDIS_SENTINELS": "s1:0", "REDIS_SENTINEL_MASTER": "m"}, "REDIS_SENTINELS='s1:0'", "host:port"),
+    ({"REDIS_SENTINELS": "s1:26379"}, "REDIS_SENTINEL_MASTER=''", "set both (Sentinel mode) or neither"),
+    ({"REDIS_SENTINEL_MASTER": "mymaster"}, "REDIS_SENTINELS=''", "set both (Sentinel mode) or neither"),
+    (
+        {"REDIS_SENTINELS": "s1:26379", "REDIS_SENTINEL_MASTER": "m", "REDIS_URL": "unix:///tmp/r.sock"},
+        "REDIS_URL=<secret>",
+        "Sentinel mode needs redis:// or rediss://",
+    ),
     # The responder's pattern must never hear what it publishes itself.
     ({"RPC_REQUEST_SUFFIX": ""}, "RPC_RESPONDER_PATTERN='*'", "push channel"),
     ({"RPC_RESPONDER_PATTERN": "laravel_*"}, "RPC_RESPONDER_PATTERN='laravel_*'", "push channel"),
@@ -116,6 +126,19 @@ def test_defaults_and_edges_of_each_range_are_accepted() -> None:
     settings = Settings.from_env(edges)
     assert settings.gateway_port == 1 and settings.push_interval == 0
     assert Settings.from_env({"GATEWAY_PORT": "65535", "REDIS_URL": "unix:///tmp/redis.sock"}).gateway_port == 65535
+
+
+def test_sentinel_mode_accepts_a_list_and_keeps_its_password_out_of_repr(tmp_path: Path) -> None:
+    secret = tmp_path / "sentinel.password"
+    secret.write_text("s3cret\n")
+    environ = {
+        "REDIS_SENTINELS": "sentinel-1:26379, [::1]:26380",
+        "REDIS_SENTINEL_MASTER": "mymaster",
+        "REDIS_SENTINEL_USERNAME": "services",
+        "REDIS_SENTINEL_PASSWORD_FILE": str(secret),
+    }
+    settings = Settings.from_env(environ)
+    assert settings.sentinel_password == "s3cret" and "s3cret" not in repr(settings)
 
 
 def test_a_custom_suffix_derives_a_pattern_that_passes() -> None:

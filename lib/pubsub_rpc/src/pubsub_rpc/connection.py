@@ -14,6 +14,9 @@ the link is not ``ready`` and whatever waited on it fails with ``ConnectionLost`
 is supervised twice: an unexpected exception while connected is logged with its traceback
 and the loop reconnects; should the task itself end, a done-callback logs it and starts it
 again. Only ``close()`` stops it.
+
+Where to connect is REDIS_URL's host, unless a ``Resolver`` picks the node on each connect
+and vouches for it after the handshake (Sentinel mode: pubsub_rpc.sentinel).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import logging
 import random
 from collections.abc import Callable
 from time import perf_counter
-from typing import Any
+from typing import Any, Protocol
 
 import hiredis
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
@@ -42,6 +45,18 @@ BACKOFF_MAX = 1.0  # a Redis back after an outage is found within about a second
 CLOSE_TIMEOUT = 2.0  # seconds close() and a connection's clean-up may take
 GATE_LOG_INTERVAL = 30.0
 CONNECT_LOG_INTERVAL = 30.0  # one "cannot connect" line per link per outage and interval
+
+
+class Resolver(Protocol):
+    """Where a link connects, when that is not fixed (Sentinel mode, pubsub_rpc.sentinel):
+    ``connect`` picks the address, runs the redis-py handshake and vouches for the node,
+    all within REDIS_CONNECT_TIMEOUT; raising a RedisError refuses it, with backoff."""
+
+    def attach(self, link: Link) -> None: ...
+
+    async def detach(self, link: Link) -> None: ...
+
+    async def connect(self, link: Link, connection: AbstractConnection) -> None: ...
 
 
 class LinkDropped(Exception):
@@ -76,8 +91,10 @@ class Link(Writes):
         liveness_timeout: float = 3.0,
         connect_timeout: float = 3.0,
         max_write_buffer: int = 8_388_608,
+        resolver: Resolver | None = None,
     ) -> None:
         self.name = name
+        self._resolver = resolver
         self._pool = connection_pool(redis_url, name, connect_timeout)
         self.connect_timeout = connect_timeout
         self._liveness = Liveness(liveness_timeout)
@@ -112,6 +129,8 @@ class Link(Writes):
 
     def start(self) -> None:
         self._closing = False
+        if self._resolver is not None:
+            self._resolver.attach(self)
         self._task = asyncio.create_task(self._run(), name=f"link:{self.name}")
         self._task.add_done_callback(self._task_ended)
 
@@ -123,6 +142,8 @@ class Link(Writes):
             await asyncio.wait({task}, timeout=CLOSE_TIMEOUT)
             if task.done() and not task.cancelled() and task.exception() is not None:
                 log.error("%s: link task failed while closing", self.name, exc_info=task.exception())
+        if self._resolver is not None:
+            await self._resolver.detach(self)
         with contextlib.suppress(Exception):
             async with asyncio.timeout(CLOSE_TIMEOUT):
                 await self._pool.disconnect()
@@ -252,7 +273,10 @@ class Link(Writes):
         """The redis-py handshake, bounded as a whole; the transport, or None on failure."""
         try:
             async with asyncio.timeout(self.connect_timeout):
-                await connection.connect()  # type: ignore[no-untyped-call]
+                if self._resolver is None:
+                    await connection.connect()  # type: ignore[no-untyped-call]
+                else:
+                    await self._resolver.connect(self, connection)
         except (OSError, RedisError, TimeoutError) as exc:
             self.connect_failures += 1
             if isinstance(exc, TimeoutError) and not str(exc):

@@ -34,6 +34,10 @@ class Settings:
     redis_url: str = field(default="redis://localhost:6379/0", repr=False)  # may hold a password
     redis_username: str = ""
     redis_password: str = field(default="", repr=False)
+    sentinels: str = ""
+    sentinel_master: str = ""
+    sentinel_username: str = ""
+    sentinel_password: str = field(default="", repr=False)
     channel: str = "laravel_database_general"
     request_suffix: str = "_sender"
     responder_pattern: str = "*_sender"
@@ -193,7 +197,9 @@ _CAST = {"str": str, "int": int, "float": float}
 _EXPECTED = {"int": "must be an integer", "float": "must be a number", "bool": "must be true or false (1/0, yes/no, on/off)"}
 
 # Secrets may come from a file instead (Docker secrets): NAME_FILE=/run/secrets/x.
-SECRET_FILE_VARS = frozenset({"REDIS_URL", "REDIS_PASSWORD", "GATEWAY_JWT_SECRET", "GATEWAY_JWT_PUBLIC_KEY"})
+SECRET_FILE_VARS = frozenset(
+    {"REDIS_URL", "REDIS_PASSWORD", "REDIS_SENTINEL_PASSWORD", "GATEWAY_JWT_SECRET", "GATEWAY_JWT_PUBLIC_KEY"}
+)
 
 
 def _read(environ: Mapping[str, str], name: str) -> str | None:
@@ -214,6 +220,13 @@ ENV: dict[str, tuple[str, str]] = {
     "redis_url": ("REDIS_URL", "Redis DSN (redis:// or rediss://, with user:password@ for ACL); or REDIS_URL_FILE"),
     "redis_username": ("REDIS_USERNAME", "ACL user name (overrides the DSN's)"),
     "redis_password": ("REDIS_PASSWORD", "ACL password (overrides the DSN's); or REDIS_PASSWORD_FILE"),
+    "sentinels": (
+        "REDIS_SENTINELS",
+        "Sentinel mode: the sentinels, host:port,host:port (with REDIS_SENTINEL_MASTER; REDIS_URL keeps credentials, db, TLS)",
+    ),
+    "sentinel_master": ("REDIS_SENTINEL_MASTER", "Sentinel mode: the master's name in the sentinels' configuration"),
+    "sentinel_username": ("REDIS_SENTINEL_USERNAME", "ACL user on the sentinels themselves (empty = none)"),
+    "sentinel_password": ("REDIS_SENTINEL_PASSWORD", "password on the sentinels; or REDIS_SENTINEL_PASSWORD_FILE"),
     "channel": ("RPC_CHANNEL", "reply/push channel; requests go to this name + RPC_REQUEST_SUFFIX"),
     "request_suffix": ("RPC_REQUEST_SUFFIX", "suffix that makes the request channel"),
     "responder_pattern": ("RPC_RESPONDER_PATTERN", "pattern the responder PSUBSCRIBEs (default '*' + suffix)"),
@@ -317,6 +330,7 @@ ENV: dict[str, tuple[str, str]] = {
 # field with a range gets a line here; the cross-field checks are in settings_checks.
 RULES: dict[str, check.Rule] = {
     "redis_url": check.url_scheme("redis", "rediss", "unix"),
+    "sentinels": check.host_port_list,
     "channel": check.non_empty,
     "request_suffix": check.non_empty,
     "responder_pattern": check.non_empty,

@@ -76,6 +76,28 @@ def one_of(*choices: str) -> Rule:
     return rule
 
 
+def parse_host_ports(value: str) -> list[tuple[str, int]]:
+    """``host:port,host:port`` (IPv6 as ``[::1]:26379``) as pairs; ValueError if malformed."""
+    pairs = []
+    for item in (part.strip() for part in value.split(",")):
+        host, sep, port_text = item.rpartition(":")
+        host = host.removeprefix("[").removesuffix("]")
+        if not sep or not host or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+            raise ValueError(f"{item!r} is not host:port")
+        pairs.append((host, int(port_text)))
+    return pairs
+
+
+def host_port_list(value: object) -> str | None:
+    if value == "":
+        return None
+    try:
+        parse_host_ports(str(value))
+    except ValueError as exc:
+        return f"must be comma-separated host:port ({exc})"
+    return None
+
+
 def url_scheme(*schemes: str) -> Rule:
     def rule(value: object) -> str | None:
         scheme = urlsplit(value).scheme if isinstance(value, str) else ""
@@ -123,7 +145,7 @@ def _cross_field_problems(settings: Settings, env: dict[str, tuple[str, str]]) -
         settings.presence_channel: "the presence channel",
         settings.registry_name: "the responder registry channel",
     }
-    problems = []
+    problems = _sentinel_problems(settings)
     for sample, what in samples.items():
         if glob_matches(settings.responder_pattern, sample):
             problems.append(
@@ -149,3 +171,16 @@ def _cross_field_problems(settings: Settings, env: dict[str, tuple[str, str]]) -
             f"REDIS_CLUSTER=true with RPC_TRANSPORT={settings.transport!r}: cluster mode carries pub/sub traffic only so far"
         )
     return problems
+
+
+def _sentinel_problems(settings: Settings) -> list[str]:
+    """Sentinel mode needs both the sentinels and the master's name, and a TCP REDIS_URL
+    (its host and port are replaced by the master's address Sentinel reports)."""
+    if bool(settings.sentinels) != bool(settings.sentinel_master):
+        return [
+            f"REDIS_SENTINELS={settings.sentinels!r} and REDIS_SENTINEL_MASTER={settings.sentinel_master!r}: "
+            "set both (Sentinel mode) or neither"
+        ]
+    if settings.sentinels and urlsplit(settings.redis_url).scheme == "unix":
+        return ["REDIS_URL=<secret>: Sentinel mode needs redis:// or rediss:// (the master is reached over TCP)"]
+    return []
