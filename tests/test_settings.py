@@ -48,6 +48,11 @@ BAD: list[tuple[dict[str, str], str, str]] = [
     ({"REDIS_CLUSTER": "maybe"}, "REDIS_CLUSTER='maybe'", "must be true or false"),
     ({"REDIS_CLUSTER": "true", "REDIS_URL": "unix:///tmp/r.sock"}, "REDIS_CLUSTER=true", "host:port"),
     ({"REDIS_CLUSTER": "true", "RPC_TRANSPORT": "streams"}, "REDIS_CLUSTER=true", "pub/sub traffic only"),
+    (
+        {"REDIS_CLUSTER": "true", "REDIS_SENTINELS": "s:26379", "REDIS_SENTINEL_MASTER": "m"},
+        "REDIS_SENTINELS with REDIS_CLUSTER=true",
+        "choose one",
+    ),
     ({"PUSH_INTERVAL": "-1"}, "PUSH_INTERVAL=-1.0", "seconds >= 0 (0 = off)"),
     ({"RPC_PEER_INTERVAL": "0"}, "RPC_PEER_INTERVAL=0.0", "seconds > 0"),
     ({"RPC_PRESENCE_INTERVAL": "-1"}, "RPC_PRESENCE_INTERVAL=-1.0", "seconds >= 0 (0 = off)"),

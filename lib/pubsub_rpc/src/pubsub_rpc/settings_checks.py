@@ -181,6 +181,8 @@ def _sentinel_problems(settings: Settings) -> list[str]:
             f"REDIS_SENTINELS={settings.sentinels!r} and REDIS_SENTINEL_MASTER={settings.sentinel_master!r}: "
             "set both (Sentinel mode) or neither"
         ]
+    if settings.sentinels and settings.redis_cluster:
+        return ["REDIS_SENTINELS with REDIS_CLUSTER=true: choose one (a cluster fails over by itself)"]
     if settings.sentinels and urlsplit(settings.redis_url).scheme == "unix":
         return ["REDIS_URL=<secret>: Sentinel mode needs redis:// or rediss:// (the master is reached over TCP)"]
     return []
