@@ -20,7 +20,7 @@ from pubsub_rpc import Caller, ConnectionLost, Event, NoResponder, Responder, Rp
 from pubsub_rpc.cluster import shard_request_channel
 from pubsub_rpc.topology import Topology, parse_redirect
 
-from scripts.make_secrets import USERS, render_acl
+from scripts.make_secrets import INFRA_USERS, USERS, render_acl
 from scripts.redis_cluster import ClusterProcesses
 from scripts.redis_process import RedisProcess
 
@@ -248,7 +248,7 @@ async def test_spublish_answered_moved_is_sent_again_to_the_new_owner(
 async def test_the_compose_acl_users_work_in_cluster_mode(tmp_path: Path) -> None:
     """deploy/redis/users.acl.template on every node: cluster_admin forms the cluster and
     moves a slot; responder and caller read the slot map and use their shard channels."""
-    passwords = {user: f"{user}-pw" for user in USERS}
+    passwords = {user: f"{user}-pw" for user in USERS + INFRA_USERS}
     acl = tmp_path / "users.acl"
     acl.write_text(render_acl(passwords, ACL_CHANNEL, "laravel_database_php"))
     admin = ("cluster_admin", passwords["cluster_admin"])
