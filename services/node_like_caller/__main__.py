@@ -38,7 +38,9 @@ async def demo_with(caller: Caller, settings: Settings, stop: asyncio.Event) -> 
             return
         peer = None
         if settings.peer_channel:  # the `peers` profile: a PHP responder on its own base channel
-            peer_settings = dataclasses.replace(settings, channel=settings.peer_channel)
+            # A seed-protocol peer listens on classic pub/sub only: in cluster mode too, call it
+            # the classic way (a cluster broadcasts classic PUBLISH to every node).
+            peer_settings = dataclasses.replace(settings, channel=settings.peer_channel, redis_cluster=False)
             peer = Caller(peer_settings, name=f"peer:{settings.peer_channel}")
             if not await stack.enter_async_context(started(peer, stop)):
                 return
