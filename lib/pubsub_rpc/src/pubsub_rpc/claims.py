@@ -76,6 +76,14 @@ class Claims:
         self.floor = now + self.grace
         self.until = max(self.until, self.floor)
 
+    def settled(self, now: float, others_until: float) -> None:
+        """The join is done and the registry loaded: claim while the others found there
+        are alive (and a grace after), or not at all when there are none. Nobody can be
+        missing from that view: whoever joined before our registry subscription is in the
+        hash we loaded after it, whoever joins later is heard before its requests."""
+        self.floor = now
+        self.until = others_until + self.grace if others_until > now else now
+
     def heard(self, expires: float) -> None:
         """Another responder joined or beat: claim until it has been gone for the grace."""
         until = expires + self.grace

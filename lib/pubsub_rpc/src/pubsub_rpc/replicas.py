@@ -223,7 +223,8 @@ class Replicas:
                 await asyncio.sleep(interval)  # a retry pause, bounded: the join is retried until it works
                 continue
             break
-        self.claims.joined(perf_counter())
+        self.claims.settled(perf_counter(), self.directory.others_until())
+        self._update_members()
         self._rejoining = False
 
     def _beat_acked(self, sent_at: float) -> None:
