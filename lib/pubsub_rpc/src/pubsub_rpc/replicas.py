@@ -100,13 +100,9 @@ class Replicas:
 
     def gated(self, request: Request, channel: str, reply_channel: str, size: int, received: float) -> None:
         """The slow path: the stale rule, then run unclaimed, or claim first."""
-        stats = self._stats
-        if self._rejoining or received > self._fresh_until:
-            if not self._rejoining:
-                self._go_stale()
-            stats.stale += 1
-            stats.dropped += 1
+        if self._stale(received):
             return
+        stats = self._stats
         claims = self.claims
         if not claims.active(received):
             self.fast_until = self._fresh_until  # solo: the fast path until the next event
@@ -127,18 +123,24 @@ class Replicas:
     def once(self, request_id: str, received: float, answer: Callable[[], None]) -> None:
         """An answer without a handler (``invalid_request``): the stale rule, then sent by
         the one replica whose claim wins."""
-        stats = self._stats
-        if self._rejoining or received > self._fresh_until:
-            if not self._rejoining:
-                self._go_stale()
-            stats.stale += 1
-            stats.dropped += 1
+        if self._stale(received):
             return
         if not self.claims.active(received):
             answer()
             return
         self.claims_pending += 1
         self.claims.claim(request_id, None, self._claimed_once, answer)
+
+    def _stale(self, received: float) -> bool:
+        """The stale rule: a message read after our entry may have expired is dropped
+        (counted), and the first such one starts the rejoin."""
+        if not (self._rejoining or received > self._fresh_until):
+            return False
+        if not self._rejoining:
+            self._go_stale()
+        self._stats.stale += 1
+        self._stats.dropped += 1
+        return True
 
     def _claimed_once(self, answer: Callable[[], None], reply: Any) -> None:
         self.claims_pending -= 1
