@@ -11,6 +11,7 @@ import uvloop
 from laravel_like_responder.actions import register
 from pubsub_rpc import Caller, Responder, Settings
 
+from scripts.make_secrets import INFRA_USERS, USERS, render_acl
 from scripts.redis_process import RedisProcess
 
 
@@ -72,3 +73,20 @@ async def eventually(check: Callable[[], bool | Awaitable[bool]], timeout: float
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(0.01)
+
+
+# The compose stack's ACL (deploy/redis/users.acl.template) rendered for these channels and
+# passwords: tests/test_acl.py checks each right, tests/test_streams.py that Streams mode
+# needs no more.
+ACL_CHANNEL = "laravel_database_general"
+ACL_PHP_CHANNEL = "laravel_database_php"
+ACL_PASSWORDS = {user: f"{user}-test-password" for user in USERS + INFRA_USERS}
+
+
+@pytest.fixture(scope="module")
+def acl_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
+    """A redis-server started with the generated ACL file itself."""
+    acl_file = tmp_path_factory.mktemp("acl") / "redis-users.acl"
+    acl_file.write_text(render_acl(ACL_PASSWORDS, ACL_CHANNEL, ACL_PHP_CHANNEL))
+    with RedisProcess(extra_args=["--aclfile", str(acl_file)]) as server:
+        yield server

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -24,21 +23,13 @@ from redis.retry import Retry
 from scripts.make_secrets import INFRA_USERS, USERS, password_hash, render_acl
 from scripts.redis_process import RedisProcess
 
+from .conftest import ACL_CHANNEL as C
+from .conftest import ACL_PASSWORDS as PASSWORDS
+from .conftest import ACL_PHP_CHANNEL as PHP
 from .conftest import eventually
 
-C = "laravel_database_general"
-PHP = "laravel_database_php"
-PASSWORDS = {user: f"{user}-test-password" for user in USERS + INFRA_USERS}
 # RESP2 and AUTH, as the library connects; no retries (a refusal is the answer).
 CLIENT_OPTIONS: dict[str, Any] = {"protocol": 2, "socket_timeout": 5, "socket_connect_timeout": 5, "retry": Retry(NoBackoff(), 0)}
-
-
-@pytest.fixture(scope="module")
-def acl_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
-    acl_file = tmp_path_factory.mktemp("acl") / "redis-users.acl"
-    acl_file.write_text(render_acl(PASSWORDS, C, PHP))
-    with RedisProcess(extra_args=["--aclfile", str(acl_file)]) as server:
-        yield server
 
 
 def run(server: RedisProcess, user: str | None, *command: str) -> object:

@@ -30,12 +30,11 @@ from pubsub_rpc import Caller, ConnectionLost, Responder, Settings, UnknownActio
 from pubsub_rpc.errors import DeadLettered
 from pubsub_rpc.metrics import Exporter
 
-from scripts.make_secrets import render_acl
 from scripts.redis_process import RedisProcess
 
 from .conftest import eventually
 from .stream_worker import executions, register_work
-from .test_acl import PASSWORDS, PHP, C, as_user
+from .test_acl import PASSWORDS, as_user
 
 ROOT = Path(__file__).resolve().parent.parent
 VISIBILITY = 1.0
@@ -489,15 +488,6 @@ async def test_a_handler_that_kills_its_process_is_dead_lettered(
             assert responder.streams is not None and responder.streams.stats.dead_lettered == 1
     [dead] = await dead_letters(raw_redis, streams)
     assert dead[b"deliveries"] == b"3"
-
-
-@pytest.fixture(scope="module")
-def acl_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
-    """A redis-server with compose's ACL users (tests.test_acl's, rendered the same way)."""
-    acl_file = tmp_path_factory.mktemp("acl") / "redis-users.acl"
-    acl_file.write_text(render_acl(PASSWORDS, C, PHP))
-    with RedisProcess(extra_args=["--aclfile", str(acl_file)]) as server:
-        yield server
 
 
 async def test_streams_mode_needs_no_rights_beyond_the_acl_template(
