@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 from laravel_like_responder.actions import register
 from pubsub_rpc import Caller, Responder, Settings
-from pubsub_rpc.link import _command
+from pubsub_rpc.link import command
 
 from .conftest import eventually
 
@@ -58,7 +58,7 @@ async def test_a_deaf_subscription_turns_readiness_false_within_the_interval_and
     drops = watch_drops(service)
     # Deaf but connected: unsubscribe everything on the link's own connection. Nothing closes,
     # PINGs would still be answered; only the probe can tell.
-    subscriber._write(_command(b"UNSUBSCRIBE") + _command(b"PUNSUBSCRIBE"))
+    subscriber._write(command(b"UNSUBSCRIBE") + command(b"PUNSUBSCRIBE"))
     deaf_at = time.monotonic()
     await eventually(lambda: bool(drops), 5 * INTERVAL + 5, "the deaf link to be dropped")
     dropped_at, ready_then = drops[0]

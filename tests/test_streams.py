@@ -32,9 +32,9 @@ from pubsub_rpc.metrics import Exporter
 
 from scripts.redis_process import RedisProcess
 
-from .conftest import eventually
+from .conftest import ACL_PASSWORDS, eventually
 from .stream_worker import executions, register_work
-from .test_acl import PASSWORDS, as_user
+from .test_acl import as_user
 
 ROOT = Path(__file__).resolve().parent.parent
 VISIBILITY = 1.0
@@ -502,7 +502,7 @@ async def test_streams_mode_needs_no_rights_beyond_the_acl_template(
         for phase in ("serve", "dead letter"):
             if phase == "dead letter":  # an entry a consumer took and never answered
                 call = caller.start_call("echo", 1, timeout=10)
-                ghost = aioredis.Redis(port=acl_redis.port, username="responder", password=PASSWORDS["responder"])
+                ghost = aioredis.Redis(port=acl_redis.port, username="responder", password=ACL_PASSWORDS["responder"])
                 try:
                     await eventually(functools.partial(stream_has_entries_after, ghost, responder_settings, 2), what="the entry")
                     assert await ghost_reads(ghost, responder_settings)

@@ -19,8 +19,6 @@ from .sentinel import resolver_for
 from .subscriber import BadChannelHandler, MessageHandler, Subscriber
 from .writes import command
 
-_command = command  # the name tests and helpers used before the split
-
 __all__ = [
     "BACKOFF_INITIAL",
     "BACKOFF_MAX",
