@@ -11,6 +11,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -240,6 +241,40 @@ async def test_spublish_answered_moved_is_sent_again_to_the_new_owner(
     resent = caller._shards.resent
     assert await caller.call("sum", [2, 3]) == 5  # sent to the old owner, MOVED, sent again
     assert caller._shards.resent == resent + 1
+
+
+async def _execute(shards: Any, key: str, *parts: bytes) -> Any:
+    done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    shards.execute(key, lambda future, reply: future.set_result(reply), done, *parts)
+    async with asyncio.timeout(5):
+        return await done
+
+
+async def test_a_claim_whose_slot_moves_follows_ask_then_moved(cluster: ClusterProcesses, responder: Responder) -> None:
+    """Claim keys fall in every slot, so a slot move always meets some: a claim sent while
+    its slot migrates is answered ASK (the key is not on the source), one sent after the
+    move with the old map is answered MOVED. Both must reach the slot's new owner, or the
+    request is dropped and its caller waits out its timeout."""
+    shards = responder._shards
+    assert shards is not None
+    tag = uuid.uuid4().hex
+    migrating, moved = f"{responder.settings.claim_prefix}{{{tag}}}a", f"{responder.settings.claim_prefix}{{{tag}}}b"
+    slot = cluster.slot_of(migrating)
+    source, target = cluster.owner(slot), other_node(cluster, slot)
+    source_id, target_id = cluster.node_id(source), cluster.node_id(target)
+    before = shards.redirected
+    with cluster.client(target) as t, cluster.client(source) as s:
+        t.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+        s.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+        assert await _execute(shards, migrating, b"SET", migrating.encode(), b"r1", b"NX", b"PX", b"60000") == b"OK"
+        assert shards.redirected == before + 1  # ASK, then ASKING + SET on the target
+        for node in (target, source, *(n for n in cluster.nodes if n not in (source, target))):
+            with cluster.client(node) as client:
+                client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+        assert await _execute(shards, moved, b"SET", moved.encode(), b"r1", b"NX", b"PX", b"60000") == b"OK"
+        assert shards.redirected == before + 2  # MOVED, then SET on the new owner
+        assert t.get(migrating) == b"r1" and t.get(moved) == b"r1"  # both claims live on the owner
+        assert await _execute(shards, moved, b"SET", moved.encode(), b"r2", b"NX", b"PX", b"60000") is None
 
 
 # -- the compose ACL in cluster mode ---------------------------------------------------

@@ -12,6 +12,11 @@ Slot moves, handled so that no call hangs and no subscription is lost:
   sent once more, to the node the error names (the channel's owner is remembered from the
   error, and the slot map is read again in the background); a second ``MOVED``, or a node
   not connected yet, fails the call at once with ``connection_lost``.
+- A key command (a claim's ``SET NX``, the registry's hash) follows one redirect the same
+  way: ``MOVED`` to the new owner, ``ASK`` (its slot is being migrated and the key is not
+  on the source) to the importing node, prefixed by ``ASKING`` on the same connection.
+  Claim keys fall in every slot, so any slot move touches some of them: without this, a
+  request whose claim met the move was dropped and its caller waited out its timeout.
 - A subscription lost (unsolicited ``sunsubscribe`` after the slot moved, or ``MOVED`` to
   ``SSUBSCRIBE``): ``on_lost(channel)`` is told (a caller fails its pending calls: replies
   sent meanwhile are gone), then a supervised task re-reads the slot map and subscribes on
@@ -93,6 +98,7 @@ class Shards:
         self._closing = False
         self.resent = 0  # SPUBLISHes answered MOVED and sent again to the new owner
         self.resubscribed = 0  # subscriptions moved to a slot's new owner
+        self.redirected = 0  # key commands answered MOVED or ASK and sent to the node named
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -202,10 +208,33 @@ class Shards:
             log.warning("%s: a reply on %s was lost: %s", self.name, channel, reply)
 
     def execute(self, key: str, on_reply: Callable[[Any, Any], None], argument: Any, *parts: bytes) -> None:
-        """Any command on the master owning ``key`` (Publisher.execute routed by slot);
-        a MOVED reply reaches ``on_reply`` as it is, after the slot map is re-read."""
+        """Any command on the master owning ``key`` (Publisher.execute routed by slot),
+        following one ``MOVED`` or ``ASK``; a second redirect, or the node it names not
+        connected, reaches ``on_reply`` as ConnectionLost. Raises ConnectionLost if the
+        owner's link is down."""
         node = self._owners.get(key) or self.topology.node_for(key)
-        self._publisher(node).execute(on_reply, argument, *parts)
+        self._publisher(node).execute(self._key_replied, (key, on_reply, argument, parts, 0), *parts)
+
+    def _key_replied(self, state: tuple[str, Callable[[Any, Any], None], Any, tuple[bytes, ...], int], reply: object) -> None:
+        key, on_reply, argument, parts, attempt = state
+        if isinstance(reply, hiredis.ReplyError) and (redirect := parse_redirect(reply)) is not None:
+            if attempt > 0:
+                reply = ConnectionLost(f"{key}: redirected twice: {reply}")
+            else:
+                asking = str(reply).startswith("ASK")
+                if not asking:  # moved for good: read the map again; ASK is for this key only
+                    self._refresh_soon()
+                try:
+                    publisher = self._publisher(redirect[1])
+                    if asking:
+                        publisher.execute(_ignore, None, b"ASKING")  # same connection, just before it
+                    publisher.execute(self._key_replied, (key, on_reply, argument, parts, 1), *parts)
+                except Exception as exc:  # not connected to that node yet, backpressured
+                    reply = ConnectionLost(f"{key}: its slot is on {redirect[1]}: {exc}")
+                else:
+                    self.redirected += 1
+                    return
+        on_reply(argument, reply)
 
     def _publisher(self, node: str) -> ShardPublisher:
         publisher = self._publishers.get(node)
@@ -327,6 +356,10 @@ class KeyRouted:
             self._publisher.execute(on_reply, argument, *parts)
         else:
             self._shards.execute(parts[1].decode(), on_reply, argument, *parts)
+
+
+def _ignore(argument: object, reply: object) -> None:
+    """The answer to ``ASKING`` (``OK``; an error shows in the command it preceded)."""
 
 
 def _settle_future(future: asyncio.Future[int], reply: int | Exception) -> None:
