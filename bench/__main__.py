@@ -19,10 +19,12 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +56,7 @@ class Config:
     ws_window: int
 
 
-FULL = Config([1, 16, 128, 1024], 3, 2.0, [100, 1000], 200, 60_000, 1_000_000, 16, 16)
+FULL = Config([1, 16, 128, 1024], 3, 2.0, [100, 1000], 200, 60_000, 10_000_000, 16, 16)
 QUICK = Config([1, 128], 1, 0.5, [100], 20, 20_000, 20_000, 4, 8)
 
 
@@ -84,18 +86,56 @@ class Server:
             self.process.wait()
 
 
-def run_load(argv: list[str], timeout: float = 120) -> dict[str, Any]:
-    done = subprocess.run(argv, capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=timeout)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode != 0 or not lines:
-        raise RuntimeError(f"{argv[:4]} failed ({done.returncode}): {done.stderr[-2000:]}")
+Meters = dict[str, Callable[[], float]]
+
+
+def run_load(argv: list[str], timeout: float = 120, meters: Meters | None = None) -> dict[str, Any]:
+    """Run a load generator and return its JSON result line, plus the change of each meter
+    (``responder_cpu``: a callable read now) over the generator's measured window: between
+    its ``measuring`` and ``measured`` lines, so warm-up and start-up are not charged to
+    the calls; over the whole run for a generator that prints no such lines."""
+    meters = meters or {}
+    start = {key: read() for key, read in meters.items()}
+    with tempfile.TemporaryFile("w+") as stderr:
+        process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr, text=True, env=ENV, cwd=ROOT)
+        killer = threading.Timer(timeout, process.kill)
+        killer.start()
+        lines, end = [], None
+        try:
+            assert process.stdout is not None
+            for line in process.stdout:
+                if line.strip() == "measuring":
+                    start = {key: read() for key, read in meters.items()}
+                elif line.strip() == "measured":
+                    end = {key: read() for key, read in meters.items()}
+                elif line.startswith("{"):
+                    lines.append(line)
+            returncode = process.wait()
+        finally:
+            killer.cancel()
+        if end is None:
+            end = {key: read() for key, read in meters.items()}
+        stderr.seek(0)
+        if returncode != 0 or not lines:
+            raise RuntimeError(f"{argv[:4]} failed ({returncode}): {stderr.read()[-2000:]}")
     result: dict[str, Any] = json.loads(lines[-1])
+    result.update({key: end[key] - start[key] for key in meters})
     return result
 
 
 def redis_cpu(client: redis.Redis) -> float:
     info = client.info("cpu")
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def redis_cpu_of(clients: list[redis.Redis]) -> Callable[[], float]:
+    """A meter: the CPU seconds of these Redis servers so far."""
+    return lambda: sum(redis_cpu(client) for client in clients)
+
+
+def cpu_of(servers: list[Server]) -> Callable[[], float]:
+    """A meter: the CPU seconds of these processes so far."""
+    return lambda: sum(server.cpu() for server in servers)
 
 
 def channel() -> str:
@@ -134,10 +174,8 @@ def rpc_pairs(url: str, cfg: Config, client: redis.Redis) -> list[dict[str, Any]
                 ch = channel()
                 server = Server(RESPONDERS[responder](url, ch))
                 try:
-                    cpu0, redis0 = server.cpu(), redis_cpu(client)
-                    result = run_load(CALLERS[caller](url, ch, inflight, cfg.seconds))
-                    result["responder_cpu"] = server.cpu() - cpu0
-                    result["redis_cpu"] = redis_cpu(client) - redis0
+                    meters = {"responder_cpu": server.cpu, "redis_cpu": redis_cpu_of([client])}
+                    result = run_load(CALLERS[caller](url, ch, inflight, cfg.seconds), meters=meters)
                 finally:
                     server.stop()
                 runs.append(result)
@@ -147,23 +185,21 @@ def rpc_pairs(url: str, cfg: Config, client: redis.Redis) -> list[dict[str, Any]
 
 
 def metrics_cost(url: str, cfg: Config, client: redis.Redis, inflight: int = 128) -> list[dict[str, Any]]:
-    """The library pair with metrics off, then on (counted, served on /metrics and scraped
-    every 2 s, harsher than Prometheus's usual 15 s), interleaved run by run so the shared
+    """The library pair with metrics off, then on (counted, as in every other row, and here
+    also served on /metrics and scraped every 2 s, harsher than Prometheus's usual 15 s), interleaved run by run so the shared
     machine's drift hits both alike; the cost is the drop of the median rate."""
     runs: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
     for _ in range(2 * cfg.runs + 1):  # more runs than the other rows: the effect is a few per cent
         for mode in ("off", "on"):
             ch = channel()
             ports = [free_port(), free_port()] if mode == "on" else []
-            server = Server(RESPONDERS["library"](url, ch) + [str(p) for p in ports[:1]])
-            argv = CALLERS["library"](url, ch, inflight, cfg.seconds) + [f"--metrics-port={p}" for p in ports[1:]]
+            off = ["--no-metrics"] if mode == "off" else []
+            server = Server(RESPONDERS["library"](url, ch) + [str(p) for p in ports[:1]] + off)
+            argv = CALLERS["library"](url, ch, inflight, cfg.seconds) + [f"--metrics-port={p}" for p in ports[1:]] + off
             scraper = Scraper([f"http://127.0.0.1:{p}/metrics" for p in ports])
             try:
-                cpu0, redis0 = server.cpu(), redis_cpu(client)
                 scraper.start()
-                result = run_load(argv)
-                result["responder_cpu"] = server.cpu() - cpu0
-                result["redis_cpu"] = redis_cpu(client) - redis0
+                result = run_load(argv, meters={"responder_cpu": server.cpu, "redis_cpu": redis_cpu_of([client])})
             finally:
                 scraper.stop()
                 server.stop()
@@ -211,10 +247,11 @@ def scale_out(url: str, cfg: Config, client: redis.Redis, inflight: int = 128) -
             flag = ["--streams"] if streams else []
             servers = [Server(RESPONDERS["library"](url, ch) + flag) for _ in range(replicas)]
             try:
-                cpu0, redis0 = sum(s.cpu() for s in servers), redis_cpu(client)
-                result = run_load(CALLERS["library"](url, ch, inflight, cfg.seconds) + flag)
-                result["responder_cpu"] = sum(s.cpu() for s in servers) - cpu0
-                result["redis_cpu"] = redis_cpu(client) - redis0
+                meters = {
+                    "responder_cpu": cpu_of(servers),
+                    "redis_cpu": redis_cpu_of([client]),
+                }
+                result = run_load(CALLERS["library"](url, ch, inflight, cfg.seconds) + flag, meters=meters)
             finally:
                 for server in servers:
                     server.stop()
@@ -222,9 +259,6 @@ def scale_out(url: str, cfg: Config, client: redis.Redis, inflight: int = 128) -
     rows = []
     for mode in SCALE_OUT_MODES:
         row = summarise_runs(f"scale-out: {mode}", inflight, runs[mode])
-        row["cpu_us_per_call"] = round(
-            statistics.median((r["cpu"] + r["responder_cpu"] + r["redis_cpu"]) / r["count"] * 1e6 for r in runs[mode]), 2
-        )
         report_row(row)
         rows.append(row)
     return rows
@@ -264,17 +298,16 @@ class Scraper:
                     self.errors.append(f"{url}: {exc}")
 
 
-def gateway_path(url: str, cfg: Config) -> list[dict[str, Any]]:
+def gateway_path(url: str, cfg: Config, client: redis.Redis) -> list[dict[str, Any]]:
     runs = []
     for _ in range(cfg.runs):
         ch = channel()
         responder = Server(RESPONDERS["library"](url, ch))
         gateway, ws_url = start_gateway(url, ch)
         try:
-            cpu0, rcpu0 = gateway.cpu(), responder.cpu()
-            result = run_load([PY, "-m", "bench.ws_load", ws_url, str(cfg.ws_clients), str(cfg.ws_window), str(cfg.seconds)])
-            result["gateway_cpu"] = gateway.cpu() - cpu0
-            result["responder_cpu"] = responder.cpu() - rcpu0
+            meters = {"gateway_cpu": gateway.cpu, "responder_cpu": responder.cpu, "redis_cpu": redis_cpu_of([client])}
+            argv = [PY, "-m", "bench.ws_load", ws_url, str(cfg.ws_clients), str(cfg.ws_window), str(cfg.seconds)]
+            result = run_load(argv, meters=meters)
         finally:
             gateway.stop()
             responder.stop()
@@ -313,7 +346,7 @@ def start_gateway(url: str, ch: str) -> tuple[Server, str]:
     return gateway, f"ws://127.0.0.1:{port}/ws"
 
 
-def fanout(url: str, cfg: Config) -> list[dict[str, Any]]:
+def fanout(url: str, cfg: Config, client: redis.Redis) -> list[dict[str, Any]]:
     rows = []
     for clients in cfg.fanout_clients:
         runs = []
@@ -321,10 +354,8 @@ def fanout(url: str, cfg: Config) -> list[dict[str, Any]]:
             ch = channel()
             gateway, ws_url = start_gateway(url, ch)
             try:
-                cpu0 = gateway.cpu()
                 argv = [PY, "-m", "bench.fanout", ws_url, url, ch, str(clients), str(cfg.fanout_events), str(cfg.fanout_offered)]
-                result = run_load(argv)
-                result["gateway_cpu"] = gateway.cpu() - cpu0
+                result = run_load(argv, meters={"gateway_cpu": gateway.cpu, "redis_cpu": redis_cpu_of([client])})
             finally:
                 gateway.stop()
             runs.append(result)
@@ -336,25 +367,43 @@ def fanout(url: str, cfg: Config) -> list[dict[str, Any]]:
 
 
 def memory(url: str, cfg: Config) -> dict[str, Any]:
+    """A fixed number of calls at 128 in flight, recording no latencies, with each side's
+    RSS sampled every second: flat means the last samples are where the first ones were."""
     ch = channel()
     server = Server(RESPONDERS["library"](url, ch))
+    samples: list[float] = []
+    sampler = threading.Thread(target=_sample_rss, args=(server.pid, samples, stop := threading.Event()), daemon=True)
     try:
-        responder_before = rss_mib(server.pid)
-        result = run_load([PY, "-m", "bench.library_caller", url, ch, "128", "0", "--calls", str(cfg.memory_calls)])
-        responder_after = rss_mib(server.pid)
+        sampler.start()
+        argv = [PY, "-m", "bench.library_caller", url, ch, "128", "0", "--calls", str(cfg.memory_calls)]
+        result = run_load(argv, timeout=60 + cfg.memory_calls / 20_000)
     finally:
+        stop.set()
+        sampler.join(timeout=5)
         server.stop()
+    caller_samples = result["rss_samples"] or [result["rss_before"], result["rss_after"]]
+    responder_samples = samples or [float("nan")]
     row = {
         "calls": result["count"],
         "errors": result["errors"],
-        "caller_rss_mib": [round(result["rss_before"], 1), round(result["rss_after"], 1)],
-        "responder_rss_mib": [round(responder_before, 1), round(responder_after, 1)],
+        "seconds": round(result["seconds"], 1),
+        "caller_rss_mib": [round(caller_samples[0], 1), round(caller_samples[-1], 1), round(max(caller_samples), 1)],
+        "responder_rss_mib": [round(responder_samples[0], 1), round(responder_samples[-1], 1), round(max(responder_samples), 1)],
     }
     print(
-        f"memory over {row['calls']:,} calls: caller RSS {row['caller_rss_mib'][0]} -> {row['caller_rss_mib'][1]} MiB, "
-        f"responder RSS {row['responder_rss_mib'][0]} -> {row['responder_rss_mib'][1]} MiB, errors {row['errors']}"
+        f"memory over {row['calls']:,} calls ({row['seconds']} s): caller RSS {row['caller_rss_mib'][0]} -> "
+        f"{row['caller_rss_mib'][1]} MiB (max {row['caller_rss_mib'][2]}), responder RSS {row['responder_rss_mib'][0]} -> "
+        f"{row['responder_rss_mib'][1]} MiB (max {row['responder_rss_mib'][2]}), errors {row['errors']}"
     )
     return row
+
+
+def _sample_rss(pid: int, samples: list[float], stop: threading.Event) -> None:
+    while not stop.wait(1.0):
+        try:
+            samples.append(rss_mib(pid))
+        except OSError:
+            return
 
 
 # -- reporting --------------------------------------------------------------------------
@@ -382,24 +431,18 @@ def cluster_rows(url: str, cfg: Config, client: redis.Redis) -> list[dict[str, A
                     ch = channel()
                     server = Server([*RESPONDERS["library"](seed, ch), *flag])
                     try:
-                        cpu0, redis0 = server.cpu(), sum(redis_cpu(s) for s in servers)
-                        result = run_load([*CALLERS["library"](seed, ch, inflight, cfg.seconds), *flag])
-                        result["responder_cpu"] = server.cpu() - cpu0
-                        result["redis_cpu"] = sum(redis_cpu(s) for s in servers) - redis0
+                        meters = {
+                            "responder_cpu": server.cpu,
+                            "redis_cpu": redis_cpu_of(servers),
+                        }
+                        result = run_load([*CALLERS["library"](seed, ch, inflight, cfg.seconds), *flag], meters=meters)
                     finally:
                         server.stop()
                     runs[name].append(result)
             for name in modes:
                 row = summarise_runs(name, inflight, runs[name])
-                calls = sum(r["rate"] * cfg.seconds for r in runs[name]) / len(runs[name])
-                row["us_per_call"] = {  # CPU microseconds per call, medians over the runs
-                    part: round(row[key]["median"] / calls * 1e6, 1)
-                    for part, key in (("caller", "cpu"), ("responder", "responder_cpu"), ("redis", "redis_cpu"))
-                    if key in row
-                }
                 rows.append(row)
                 report_row(row)
-                print(f"    CPU per call: {row['us_per_call']} us", flush=True)
         for node in nodes:
             node.close()
     return rows
@@ -416,7 +459,35 @@ def summarise_runs(name: str, inflight: int, runs: list[dict[str, Any]], unit: s
     row = {"scenario": name, "inflight": inflight, "unit": unit, "runs": runs}
     row.update({k: v for k in keys if (v := agg(k)) is not None})
     row["errors"] = sum(r.get("errors", 0) for r in runs)
+    row["cpu_us"] = cpu_per_call(runs)
     return row
+
+
+# CPU seconds a run reports, by the part of the system they are (the load generators that
+# stand in for browsers, ``loadgen_cpu``, are reported apart: they are not the system).
+CPU_PARTS = (("cpu", "caller"), ("gateway_cpu", "gateway"), ("responder_cpu", "responder"), ("redis_cpu", "redis"))
+
+
+def cpu_per_call(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """CPU microseconds per call (or delivery) of each part, medians over the runs, and
+    their ``total``; ``loadgen`` beside them. Steadier than calls/s on a shared machine."""
+    parts: dict[str, float] = {}
+    for key, part in (*CPU_PARTS, ("loadgen_cpu", "loadgen")):
+        values = [r[key] / r["count"] * 1e6 for r in runs if key in r and r.get("count")]
+        if values:
+            parts[part] = round(statistics.median(values), 1)
+    if parts:
+        parts["total"] = round(sum(v for part, v in parts.items() if part != "loadgen"), 1)
+    return parts
+
+
+def cpu_cell(row: dict[str, Any]) -> str:
+    """``14.3 (caller 7.1, responder 4.4, redis 2.8)``: the total, then each part."""
+    cpu = row.get("cpu_us") or {}
+    if "total" not in cpu:
+        return "-"
+    parts = ", ".join(f"{part} {value}" for part, value in cpu.items() if part != "total")
+    return f"{cpu['total']} ({parts})"
 
 
 def report_row(row: dict[str, Any]) -> None:
@@ -429,7 +500,7 @@ def report_row(row: dict[str, Any]) -> None:
     print(
         f"{row['scenario'][:60]:<60} {row['inflight']:>5}  {rate['median']:>9,.0f} {row['unit']} "
         f"({rate['min']:,.0f}-{rate['max']:,.0f})  p50 {row['p50']['median']:.2f}  p99 {row['p99']['median']:.2f}  "
-        f"max {row['max']['median']:.1f} ms  err {row['errors']}  cpu {cpu}",
+        f"max {row['max']['median']:.1f} ms  err {row['errors']}  cpu {cpu}  us/call {cpu_cell(row)}",
         flush=True,
     )
 
@@ -449,14 +520,14 @@ def ratios(rows: list[dict[str, Any]]) -> list[str]:
         for name, row in scale.items():
             out.append(
                 f"{name[len('scale-out: ') :]}: {row['rate']['median'] / base['rate']['median']:.2f}x one pub/sub responder's "
-                f"calls/s at {row['inflight']} in flight; CPU per call (caller + responders + Redis) {row['cpu_us_per_call']} us"
+                f"calls/s at {row['inflight']} in flight; CPU per call (caller + responders + Redis) {row['cpu_us']['total']} us"
             )
     cluster = [r for r in rows if r["scenario"].startswith("cluster:")]
     for single, sharded in zip(cluster[::2], cluster[1::2], strict=False):
         out.append(
             f"cluster mode at {sharded['inflight']} in flight: {sharded['rate']['median'] / single['rate']['median']:.2f}x "
             f"single Redis's calls/s on these shared cores (overhead, not gain); CPU us per call "
-            f"single {single['us_per_call']}, cluster {sharded['us_per_call']}"
+            f"single {single['cpu_us']}, cluster {sharded['cpu_us']}"
         )
     for (name, inflight), rate in sorted(by.items(), key=lambda kv: kv[0][1]):
         if name != ours:
@@ -477,22 +548,24 @@ def markdown(report: dict[str, Any]) -> str:
         f"Node.js {m['node']}; {report['config']['runs']} runs of {report['config']['seconds']:g} s each, "
         "medians with min-max. Caller, responder and Redis each in its own process on the same 2 cores.",
         "",
-        "| scenario | in flight | rate | p50 ms | p99 ms | max ms | errors |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| scenario | in flight | rate | p50 ms | p99 ms | max ms | errors | CPU µs per call (parts) |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in report["rows"]:
         rate = row["rate"]
         lines.append(
             f"| {row['scenario']} | {row['inflight']:,} | {rate['median']:,.0f} {row['unit']} "
             f"({rate['min']:,.0f}-{rate['max']:,.0f}) | {row['p50']['median']:.2f} | {row['p99']['median']:.2f} "
-            f"| {row['max']['median']:.1f} | {row['errors']} |"
+            f"| {row['max']['median']:.1f} | {row['errors']} | {cpu_cell(row)} |"
         )
     if "memory" in report:
         mem = report["memory"]
         lines += [
             "",
-            f"Memory over {mem['calls']:,} calls: caller RSS {mem['caller_rss_mib'][0]} -> {mem['caller_rss_mib'][1]} MiB, "
-            f"responder RSS {mem['responder_rss_mib'][0]} -> {mem['responder_rss_mib'][1]} MiB, {mem['errors']} errors.",
+            f"Memory over {mem['calls']:,} calls at 128 in flight ({mem['seconds']} s, RSS sampled every second): "
+            f"caller RSS {mem['caller_rss_mib'][0]} -> {mem['caller_rss_mib'][1]} MiB (max {mem['caller_rss_mib'][2]}), "
+            f"responder RSS {mem['responder_rss_mib'][0]} -> {mem['responder_rss_mib'][1]} MiB "
+            f"(max {mem['responder_rss_mib'][2]}), {mem['errors']} errors.",
         ]
     lines += ["", "Ratios within this run:", ""] + [f"- {line.strip()}" for line in report["ratios"]]
     return "\n".join(lines) + "\n"
@@ -534,9 +607,9 @@ def main() -> int:
         if "scale" in wanted:
             rows += scale_out(server.url, cfg, client)
         if "gateway" in wanted:
-            rows += gateway_path(server.url, cfg)
+            rows += gateway_path(server.url, cfg, client)
         if "fanout" in wanted:
-            rows += fanout(server.url, cfg)
+            rows += fanout(server.url, cfg, client)
         if "memory" in wanted:
             report["memory"] = memory(server.url, cfg)
         if "cluster" in wanted:

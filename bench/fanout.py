@@ -17,7 +17,7 @@ import orjson
 from pubsub_rpc import protocol
 from pubsub_rpc.link import Publisher
 
-from .stats import cpu_seconds, emit, summarise
+from .stats import cpu_seconds, emit, mark, summarise
 from .wsclient import bench_token, connect
 
 
@@ -48,6 +48,7 @@ async def main() -> None:
     token = bench_token()
     sockets = [await connect(ws_url, functools.partial(on_text, sampled=i % 10 == 0), token) for i in range(clients)]
     loop = asyncio.get_running_loop()
+    mark("measuring")
     cpu_before, started = cpu_seconds(), time.perf_counter()
     first = loop.time()
     for n in range(events):
@@ -57,6 +58,7 @@ async def main() -> None:
         await publisher.publish(channel, protocol.encode_push("bench", "tick", {"n": n, "t": time.time_ns()}))
     await asyncio.wait_for(all_received.wait(), 120)
     elapsed = time.perf_counter() - started
+    mark("measured")
     for sock in sockets:
         if sock.transport is not None:
             sock.transport.close()

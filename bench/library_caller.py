@@ -1,11 +1,11 @@
 """Load from the library's Caller: N calls in flight for a fixed time (or a fixed count).
 
 python -m bench.library_caller URL CHANNEL INFLIGHT SECONDS [--calls N] [--payload BYTES] [--metrics-port P]
-    [--streams] [--cluster]
+    [--streams] [--cluster] [--no-metrics]
 
-Without --metrics-port the caller counts no metrics (the baseline of the metrics-cost row);
-with it, it counts them and serves /metrics on that port. Tracing stays off, as in the
-images (which do not install OpenTelemetry).
+The caller counts metrics (every feature on, as deployed) and serves /metrics on
+--metrics-port when given; --no-metrics counts none (the baseline of the metrics-cost row).
+Tracing stays off, as in the images (which do not install OpenTelemetry).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pubsub_rpc import Caller, RpcError, Settings
 from pubsub_rpc.lifecycle import run
 from pubsub_rpc.metrics import served
 
-from .stats import cpu_seconds, emit, rss_mib, summarise
+from .stats import cpu_seconds, emit, mark, rss_mib, summarise
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -32,7 +32,7 @@ async def main(args: argparse.Namespace) -> None:
     )
     payload = "x" * args.payload
     latencies: list[int] = []
-    caller = Caller(settings, name="bench-caller", metrics=bool(args.metrics_port), tracing=False)
+    caller = Caller(settings, name="bench-caller", metrics=not args.no_metrics, tracing=False)
     with served(args.metrics_port, "127.0.0.1", caller.metric_families):
         await load(caller, args, payload, latencies)
 
@@ -63,12 +63,25 @@ async def load(caller: Caller, args: argparse.Namespace, payload: str, latencies
                     if record:
                         latencies.append(clock() - started)
 
+        samples: list[float] = []
+        sampler = asyncio.create_task(sample_rss(samples))  # a fixed-count (memory) run's RSS, every second
+        mark("measuring")
         cpu_before, started = cpu_seconds(), time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(args.inflight)))
+        try:
+            await asyncio.gather(*(worker() for _ in range(args.inflight)))
+        finally:
+            sampler.cancel()
         elapsed = time.perf_counter() - started
+        mark("measured")
         result = summarise(latencies, errors, elapsed, None if record else args.calls - errors)
-        result.update(cpu=cpu_seconds() - cpu_before, rss_before=rss_before, rss_after=rss_mib())
+        result.update(cpu=cpu_seconds() - cpu_before, rss_before=rss_before, rss_after=rss_mib(), rss_samples=samples)
         emit(result)
+
+
+async def sample_rss(samples: list[float]) -> None:
+    while True:
+        await asyncio.sleep(1.0)
+        samples.append(rss_mib())
 
 
 def parse() -> argparse.Namespace:
@@ -83,7 +96,8 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--shared-replies", action="store_true", help="no replyTo: for seed-protocol responders")
     parser.add_argument("--streams", action="store_true", help="RPC_TRANSPORT=streams (at-least-once mode)")
     parser.add_argument("--cluster", action="store_true", help="URL is a Redis Cluster node: cluster mode")
-    parser.add_argument("--metrics-port", type=int, default=0, help="count metrics and serve them here (0: no metrics)")
+    parser.add_argument("--metrics-port", type=int, default=0, help="serve /metrics here (0: not served)")
+    parser.add_argument("--no-metrics", action="store_true", help="count no metrics (the metrics-cost baseline)")
     return parser.parse_args()
 
 

@@ -1,9 +1,10 @@
 """The library's Responder serving `echo`, until SIGTERM.
 
-python -m bench.library_responder URL CHANNEL [METRICS_PORT] [--streams] [--cluster]: with a port
-it counts metrics and serves /metrics there; without, it counts none (the metrics-cost row's
-baseline). ``--streams`` serves RPC_TRANSPORT=streams (the scale-out rows); ``--cluster``: URL
-is a Redis Cluster node, the responder runs in cluster mode."""
+python -m bench.library_responder URL CHANNEL [METRICS_PORT] [--no-metrics] [--streams] [--cluster]:
+it counts metrics (every feature on, as deployed), and serves /metrics on METRICS_PORT when
+given; ``--no-metrics`` counts none (the metrics-cost row's baseline). ``--streams`` serves
+RPC_TRANSPORT=streams (the scale-out rows); ``--cluster``: URL is a Redis Cluster node, the
+responder runs in cluster mode."""
 
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ async def main() -> None:
         transport="streams" if "--streams" in sys.argv else "pubsub",
         redis_cluster="--cluster" in sys.argv,
     )
-    responder = Responder(settings, name="bench-responder", metrics=bool(metrics_port), tracing=False)
+    metrics = "--no-metrics" not in sys.argv
+    responder = Responder(settings, name="bench-responder", metrics=metrics, tracing=False)
 
     @responder.action("echo")
     def echo(data: Any) -> Any:

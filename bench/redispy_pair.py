@@ -15,7 +15,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from .stats import cpu_seconds, emit, summarise
+from .stats import cpu_seconds, emit, mark, summarise
 
 
 async def responder(url: str, channel: str) -> None:
@@ -80,9 +80,11 @@ async def caller(url: str, channel: str, inflight: int, seconds: float) -> None:
                 await call()
                 latencies.append(time.perf_counter_ns() - started)
 
+        mark("measuring")
         cpu_before, started = cpu_seconds(), time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(inflight)))
         result = summarise(latencies, 0, time.perf_counter() - started)
+        mark("measured")
         result["cpu"] = cpu_seconds() - cpu_before
         emit(result)
         listener.cancel()

@@ -45,6 +45,13 @@ def rss_mib(pid: int | None = None) -> float:
     return float("nan")
 
 
+def mark(phase: str) -> None:
+    """``measuring`` / ``measured``: the bench reads the other processes' CPU (responder,
+    gateway, Redis) at these lines, so warm-up is not charged to the measured calls."""
+    sys.stdout.write(phase + "\n")
+    sys.stdout.flush()
+
+
 def emit(result: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(result) + "\n")
     sys.stdout.flush()

@@ -13,7 +13,7 @@ import time
 
 import orjson
 
-from .stats import cpu_seconds, emit, summarise
+from .stats import cpu_seconds, emit, mark, summarise
 from .wsclient import bench_token, connect
 
 PAYLOAD = "x" * 100
@@ -67,9 +67,11 @@ async def main() -> None:
     url, clients, window, seconds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
     await run_clients(url, clients, window, 0.5, [])  # warm-up
     latencies: list[int] = []
+    mark("measuring")
     cpu_before, started = cpu_seconds(), time.perf_counter()
     errors = await run_clients(url, clients, window, seconds, latencies)
     result = summarise(latencies, errors, time.perf_counter() - started)
+    mark("measured")
     result["loadgen_cpu"] = cpu_seconds() - cpu_before
     emit(result)
 

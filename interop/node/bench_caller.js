@@ -31,6 +31,7 @@ async function main() {
   const latencies = [];
   let errors = 0;
   const stopAt = Date.now() + Number(secondsText) * 1000;
+  process.stdout.write("measuring\n"); // the bench reads the other processes' CPU here
   const cpuBefore = process.cpuUsage();
   const started = process.hrtime.bigint();
   async function worker() {
@@ -42,6 +43,7 @@ async function main() {
   await Promise.all(Array.from({ length: inflight }, worker));
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
   const cpu = process.cpuUsage(cpuBefore);
+  process.stdout.write("measured\n");
   latencies.sort((a, b) => a - b);
   const pct = (p) => latencies[Math.min(latencies.length - 1, Math.max(0, Math.round((p / 100) * latencies.length) - 1))];
   process.stdout.write(JSON.stringify({
