@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -78,8 +79,25 @@ def stop_event_on_signals() -> asyncio.Event:
     return stop
 
 
+# Young objects between collections (CPython's default is 700): every call allocates a few
+# dozen short-lived objects, so at 700 the collector ran about once per 150 calls.
+GC_THRESHOLDS = (50_000, 20, 10)
+
+
+def tune_gc() -> None:
+    """Keep the cyclic collector off the hot path of a service process (call once, after
+    imports). ``gc.freeze`` moves the tens of thousands of objects that imports leave
+    behind (they live as long as the process) out of the collector's reach, so a full
+    collection no longer walks them (30-60 ms pauses that set the gateway's p99), and a
+    larger first threshold makes young collections rare. Cycles are still collected."""
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def run(main: Callable[[], Coroutine[Any, Any, int | None]]) -> int:
-    """``asyncio.run`` on uvloop when it is installed (about 20 % more calls/s)."""
+    """``asyncio.run`` on uvloop when it is installed (about 20 % more calls/s), with the
+    collector tuned for a service (``tune_gc``)."""
+    tune_gc()
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is optional
