@@ -227,7 +227,7 @@ class Shards:
                 try:
                     publisher = self._publisher(redirect[1])
                     if asking:
-                        publisher.execute(_ignore, None, b"ASKING")  # same connection, just before it
+                        publisher.execute(_asked, key, b"ASKING")  # same connection, just before it
                     publisher.execute(self._key_replied, (key, on_reply, argument, parts, 1), *parts)
                 except Exception as exc:  # not connected to that node yet, backpressured
                     reply = ConnectionLost(f"{key}: its slot is on {redirect[1]}: {exc}")
@@ -358,8 +358,11 @@ class KeyRouted:
             self._shards.execute(parts[1].decode(), on_reply, argument, *parts)
 
 
-def _ignore(argument: object, reply: object) -> None:
-    """The answer to ``ASKING`` (``OK``; an error shows in the command it preceded)."""
+def _asked(key: str, reply: object) -> None:
+    """The answer to ``ASKING``: ``OK``, or an error (an ACL without ``+asking``) that
+    leaves the command after it answered ``MOVED`` back to the migrating node."""
+    if isinstance(reply, (hiredis.ReplyError, Exception)):
+        log.error("ASKING refused for %s (the ACL needs +asking in cluster mode): %s", key, reply)
 
 
 def _settle_future(future: asyncio.Future[int], reply: int | Exception) -> None:
