@@ -33,6 +33,7 @@ import redis
 from scripts.redis_cluster import ClusterProcesses
 from scripts.redis_process import RedisProcess, free_port
 
+from . import peer_pairs
 from .stats import cpu_seconds, rss_mib
 from .wsclient import gateway_env
 
@@ -148,12 +149,14 @@ RESPONDERS = {
     "library": lambda url, ch: [PY, "-m", "bench.library_responder", url, ch],
     "node": lambda url, ch: ["node", str(NODE_DIR / "bench_responder.js"), url, ch],
     "redis-py": lambda url, ch: [PY, "-m", "bench.redispy_pair", "responder", url, ch],
+    **peer_pairs.RESPONDERS,
 }
 CALLERS = {
     "library": lambda url, ch, n, s: [PY, "-m", "bench.library_caller", url, ch, str(n), str(s)],
     "library-seed": lambda url, ch, n, s: [PY, "-m", "bench.library_caller", url, ch, str(n), str(s), "--shared-replies"],
     "node": lambda url, ch, n, s: ["node", str(NODE_DIR / "bench_caller.js"), url, ch, str(n), str(s)],
     "redis-py": lambda url, ch, n, s: [PY, "-m", "bench.redispy_pair", "caller", url, ch, str(n), str(s)],
+    **peer_pairs.CALLERS,
 }
 PAIRS = [
     # (name, caller, responder, in-flight levels or None for all)
@@ -162,6 +165,7 @@ PAIRS = [
     ("node caller (seed protocol) -> library responder", "node", "library", None),
     ("library caller (seed protocol) -> node responder", "library-seed", "node", None),
     ("plain redis-py caller -> redis-py responder", "redis-py", "redis-py", [1, 16, 128]),
+    *peer_pairs.PAIRS,  # NestJS and Moleculer on Redis
 ]
 
 
@@ -537,6 +541,9 @@ def ratios(rows: list[dict[str, Any]]) -> list[str]:
             parts.append(f"{rate / by[(node, inflight)]:.2f}x the bare Node.js pair")
         if (plain, inflight) in by:
             parts.append(f"{rate / by[(plain, inflight)]:.2f}x plain redis-py")
+        for peer, label in peer_pairs.RATIO_LABELS.items():
+            if (peer, inflight) in by:
+                parts.append(f"{rate / by[(peer, inflight)]:.2f}x {label}")
         out.append(", ".join(parts))
     return out
 

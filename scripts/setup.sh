@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Everything `make test` / `make dev` need on the host, installed only where missing:
-# Debian packages (as root, via apt), the virtual environment, the Node.js interop peer.
+# Debian packages (as root, via apt), the virtual environment, the Node.js interop peer and
+# the bench's framework peers (bench/peers).
 # Idempotent: a second run is a few checks and no downloads.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,9 +42,14 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" >"$stamp"
 fi
 
-lock=interop/node/package-lock.json
-if [ ! -f interop/node/node_modules/.stamp ] || [ "$(sha256sum <"$lock")" != "$(cat interop/node/node_modules/.stamp)" ]; then
-  log "installing the Node.js interop peer (npm ci)"
-  (cd interop/node && npm ci --no-audit --no-fund --silent)
-  sha256sum <"$lock" >interop/node/node_modules/.stamp
-fi
+# npm packages: the interop peer, and the bench's peers (NestJS, Moleculer; bench only, ~10 s).
+npm_ci() {
+  local dir=$1 what=$2
+  if [ ! -f "$dir/node_modules/.stamp" ] || [ "$(sha256sum <"$dir/package-lock.json")" != "$(cat "$dir/node_modules/.stamp")" ]; then
+    log "installing $what (npm ci in $dir)"
+    (cd "$dir" && npm ci --no-audit --no-fund --silent)
+    sha256sum <"$dir/package-lock.json" >"$dir/node_modules/.stamp"
+  fi
+}
+npm_ci interop/node "the Node.js interop peer"
+npm_ci bench/peers "the bench's framework peers"
