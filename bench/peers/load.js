@@ -2,9 +2,9 @@
 // their rows are measured exactly as the bare ioredis pair's: INFLIGHT workers calling back to
 // back for SECONDS, latency per call from hrtime, the caller's CPU from process.cpuUsage().
 // Prints one JSON line: count, errors, rate, p50/p90/p99/max (ms), cpu (s).
-// The warm-up is bench/library_caller.py's: 500 ms of batches of INFLIGHT calls, so the
+// The warm-up is every bench caller's: 500 ms of batches of INFLIGHT calls, so the
 // frameworks' concurrent paths are warm (NestJS's calls/s climbs for most of a second
-// when the warm-up runs one call at a time, as bench_caller.js's does).
+// when the warm-up runs one call at a time).
 
 export async function measure(call, inflight, seconds) {
   const warmUntil = Date.now() + 500;
@@ -12,6 +12,7 @@ export async function measure(call, inflight, seconds) {
   const latencies = [];
   let errors = 0;
   const stopAt = Date.now() + seconds * 1000;
+  process.stdout.write("measuring\n"); // the bench reads the other processes' CPU here
   const cpuBefore = process.cpuUsage();
   const started = process.hrtime.bigint();
   async function worker() {
@@ -23,6 +24,7 @@ export async function measure(call, inflight, seconds) {
   await Promise.all(Array.from({ length: inflight }, worker));
   const elapsed = Number(process.hrtime.bigint() - started) / 1e9;
   const cpu = process.cpuUsage(cpuBefore);
+  process.stdout.write("measured\n");
   latencies.sort((a, b) => a - b);
   const pct = (p) => latencies[Math.min(latencies.length - 1, Math.max(0, Math.round((p / 100) * latencies.length) - 1))];
   process.stdout.write(JSON.stringify({

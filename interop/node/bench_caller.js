@@ -27,7 +27,8 @@ async function main() {
     pub.publish(`${channel}_sender`, JSON.stringify({ action: "echo", data: payload, requestId, source: "nodejs" }));
   });
   const warmUntil = Date.now() + 500;
-  while (Date.now() < warmUntil) await call();
+  // Batches of INFLIGHT calls, as every other bench caller warms up (bench/peers/load.js).
+  while (Date.now() < warmUntil) await Promise.all(Array.from({ length: inflight }, call));
   const latencies = [];
   let errors = 0;
   const stopAt = Date.now() + Number(secondsText) * 1000;
