@@ -11,10 +11,10 @@ from typing import Any
 
 import orjson
 import pytest
+from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode
 from pubsub_rpc import Caller, HandlerError, Responder, Settings, current_request
 
