@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from functools import partial
 from typing import Any
 
 from aiohttp import WebSocketError, WSMsgType, web
@@ -236,9 +237,10 @@ def start_call(gateway: Gateway, client: WsClient, call: frames.CallFrame) -> No
         client.send(frames.error(call.id, exc.code, exc.message, 0.0))
         return
     gateway.counters.calls += 1
-    # A callback, not a task per call: the reply is framed and queued from the read loop.
+    # A callback, not a task per call: the reply is framed and queued from the read loop
+    # (a partial: called from C, one Python frame fewer per call than a lambda).
     client.calls.add(future)
-    future.add_done_callback(lambda done: reply(gateway, client, call.id, started, done))
+    future.add_done_callback(partial(reply, gateway, client, call.id, started))
 
 
 def reply(gateway: Gateway, client: WsClient, call_id: str | int, started: float, done: asyncio.Future[Any]) -> None:
