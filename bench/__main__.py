@@ -264,17 +264,22 @@ class Scraper:
                     self.errors.append(f"{url}: {exc}")
 
 
-def gateway_path(url: str, cfg: Config) -> list[dict[str, Any]]:
+def gateway_path(url: str, cfg: Config, client: redis.Redis) -> list[dict[str, Any]]:
+    """CPU per call divides each process's CPU by the calls the gateway forwarded in the
+    same window (its /readyz counter: the load generator's warm-up included), the load
+    generator's by the calls it measured (its CPU is read over that part only)."""
     runs = []
     for _ in range(cfg.runs):
         ch = channel()
         responder = Server(RESPONDERS["library"](url, ch))
         gateway, ws_url = start_gateway(url, ch)
         try:
-            cpu0, rcpu0 = gateway.cpu(), responder.cpu()
+            calls0, cpu0, rcpu0, redis0 = gateway_calls(ws_url), gateway.cpu(), responder.cpu(), redis_cpu(client)
             result = run_load([PY, "-m", "bench.ws_load", ws_url, str(cfg.ws_clients), str(cfg.ws_window), str(cfg.seconds)])
             result["gateway_cpu"] = gateway.cpu() - cpu0
             result["responder_cpu"] = responder.cpu() - rcpu0
+            result["redis_cpu"] = redis_cpu(client) - redis0
+            result["forwarded"] = gateway_calls(ws_url) - calls0
         finally:
             gateway.stop()
             responder.stop()
@@ -284,8 +289,21 @@ def gateway_path(url: str, cfg: Config) -> list[dict[str, Any]]:
         cfg.ws_clients * cfg.ws_window,
         runs,
     )
+    row["us_per_call"] = {  # CPU microseconds per call, medians over the runs
+        "gateway": round(statistics.median(r["gateway_cpu"] / r["forwarded"] * 1e6 for r in runs), 1),
+        "responder": round(statistics.median(r["responder_cpu"] / r["forwarded"] * 1e6 for r in runs), 1),
+        "redis": round(statistics.median(r["redis_cpu"] / r["forwarded"] * 1e6 for r in runs), 1),
+        "loadgen": round(statistics.median(r["loadgen_cpu"] / r["count"] * 1e6 for r in runs), 1),
+    }
     report_row(row)
+    print(f"    CPU per call: {row['us_per_call']} us", flush=True)
     return [row]
+
+
+def gateway_calls(ws_url: str) -> int:
+    """Calls the gateway has forwarded to Redis so far (its /readyz counters)."""
+    with urllib.request.urlopen(ws_url.replace("ws://", "http://").replace("/ws", "/readyz"), timeout=5) as response:
+        return int(json.load(response)["counters"]["calls"])
 
 
 def start_gateway(url: str, ch: str) -> tuple[Server, str]:
@@ -458,6 +476,12 @@ def ratios(rows: list[dict[str, Any]]) -> list[str]:
             f"single Redis's calls/s on these shared cores (overhead, not gain); CPU us per call "
             f"single {single['us_per_call']}, cluster {sharded['us_per_call']}"
         )
+    for row in rows:
+        if row["scenario"].startswith("gateway: ") and (ours, 128) in by:
+            out.append(
+                f"gateway ({row['inflight']} in flight over WebSockets): {row['rate']['median'] / by[(ours, 128)]:.2f}x "
+                f"the library path's calls/s at 128 in flight (target 0.75); CPU us per call {row['us_per_call']}"
+            )
     for (name, inflight), rate in sorted(by.items(), key=lambda kv: kv[0][1]):
         if name != ours:
             continue
@@ -534,7 +558,7 @@ def main() -> int:
         if "scale" in wanted:
             rows += scale_out(server.url, cfg, client)
         if "gateway" in wanted:
-            rows += gateway_path(server.url, cfg)
+            rows += gateway_path(server.url, cfg, client)
         if "fanout" in wanted:
             rows += fanout(server.url, cfg)
         if "memory" in wanted:
