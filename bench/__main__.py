@@ -533,6 +533,12 @@ def ratios(rows: list[dict[str, Any]]) -> list[str]:
             f"single Redis's calls/s on these shared cores (overhead, not gain); CPU us per call "
             f"single {single['cpu_us']}, cluster {sharded['cpu_us']}"
         )
+    for row in rows:
+        if row["scenario"].startswith("gateway: ") and (ours, 128) in by:
+            out.append(
+                f"gateway ({row['inflight']} in flight over WebSockets): {row['rate']['median'] / by[(ours, 128)]:.2f}x "
+                f"the library path's calls/s at 128 in flight (target 0.75); CPU us per call {row['cpu_us']}"
+            )
     for (name, inflight), rate in sorted(by.items(), key=lambda kv: kv[0][1]):
         if name != ours:
             continue

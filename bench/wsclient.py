@@ -3,7 +3,11 @@ out of the byte stream in ``data_received``. aiohttp's client costs more CPU per
 than the gateway does, which on two shared cores would measure the generator instead.
 
 Client-to-server frames use an all-zero mask key (valid framing; a real browser randomises
-it). Not for production use: no TLS, no fragmentation, no control-frame replies beyond pong.
+it; the gateway unmasks every frame whatever the key, so its cost is the same). Frames sent
+during one loop tick leave in one write per socket, as a browser's do when a page sends in a
+burst: the bench then measures the gateway, not the generator's syscalls (each write on
+loopback also runs the receiver's TCP path on the writer's CPU). Not for production use: no
+TLS, no fragmentation, no control-frame replies beyond pong.
 
 The gateway wants a token: the bench's gateways verify HS256 with ``BENCH_SECRET`` (see
 ``gateway_env``), and ``connect`` authenticates with the first frame and waits for `ready`.
@@ -64,6 +68,7 @@ class WsProtocol(asyncio.Protocol):
         self.upgraded: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.transport: asyncio.Transport | None = None
+        self._out: list[bytes] = []  # frames to write at the end of this loop tick
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transport is not an asyncio.Transport subclass, but it has the same methods.
@@ -112,8 +117,15 @@ class WsProtocol(asyncio.Protocol):
             self.closed.set_result(None)
 
     def send_text(self, payload: bytes) -> None:
-        assert self.transport is not None
-        self.transport.write(client_frame(payload))
+        """Queue a frame; the frames queued in one loop tick leave in one write."""
+        if not self._out:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._out.append(client_frame(payload))
+
+    def _flush(self) -> None:
+        data, self._out = b"".join(self._out), []
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
 
 
 async def connect(url: str, on_text: Callable[[bytes], None], token: str | None = None) -> WsProtocol:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import orjson
 import pytest
 from ws_gateway.limits import Counters
-from ws_gateway.livestats import BUCKETS, WINDOW, LiveStats, bucket_of, bucket_value, quantile
+from ws_gateway.livestats import BASE_MS, BUCKETS, STEPS_PER_DOUBLING, WINDOW, LiveStats, bucket_of, bucket_value, quantile
 from ws_gateway.presence import MAX_ENTRIES, PresenceBoard
 
 
@@ -21,6 +21,15 @@ class Clock:
 @pytest.mark.parametrize("ms", [0.06, 0.3, 1.0, 4.2, 17.0, 123.0, 999.0, 5_000.0, 30_000.0])
 def test_a_bucket_holds_its_value_within_ten_percent(ms: float) -> None:
     assert abs(bucket_value(bucket_of(ms)) - ms) / ms < 0.1
+
+
+@pytest.mark.parametrize("index", range(1, BUCKETS - 1))
+def test_bucket_edges_follow_the_definition(index: int) -> None:
+    """Bucket i holds (BASE_MS * 2**((i-1)/4), BASE_MS * 2**(i/4)]: the upper edge is inside."""
+    upper = BASE_MS * 2 ** (index / STEPS_PER_DOUBLING)
+    assert bucket_of(upper) == index
+    assert bucket_of(upper * (1 + 1e-9)) == index + 1
+    assert bucket_of(upper * (1 - 1e-9)) == index
 
 
 def test_out_of_range_latencies_land_in_the_end_buckets() -> None:

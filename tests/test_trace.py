@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 import pytest
+from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -142,3 +143,24 @@ async def test_otel_spans_client_parent_of_server_and_a_given_traceparent_is_the
         assert span.status.status_code is StatusCode.ERROR
         assert span.attributes is not None and span.attributes["error.type"] == "handler_error"
     assert failed_server.parent is not None and failed_server.parent.span_id == failed_client.context.span_id
+
+
+async def test_without_a_tracer_provider_the_caller_makes_no_spans_and_passes_headers_on(settings: Settings) -> None:
+    """The API without the SDK (no global provider here): spans would be no-ops, so the
+    caller skips them and sends its headers as given, as without OpenTelemetry."""
+    assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)  # no test sets a global one
+    responder = Responder(settings, name="proxy-responder", tracing=False)
+
+    @responder.action("whoami")
+    def whoami(data: Any) -> Any:
+        request = current_request()
+        return request.headers if request is not None else None
+
+    traceparent, _, _ = new_traceparent()
+    async with responder, Caller(settings, name="proxy-caller", tracing=True) as caller:
+        assert await caller.call("whoami", headers={"traceparent": traceparent, "tracestate": "a=b"}) == {
+            "traceparent": traceparent,
+            "tracestate": "a=b",
+        }
+        assert await caller.call("whoami") is None
+        assert not caller._spans_on and caller._spans == {}

@@ -34,14 +34,19 @@ log = logging.getLogger(__name__)
 CLOSE_TIMEOUT = 2.0  # seconds a close handshake may take before the TCP connection is aborted
 
 
+SHORT_HEADERS = [bytes((0x81, size)) for size in range(126)]  # payloads under 126 bytes
+_HEADER_16 = struct.Struct("!BBH").pack
+_HEADER_64 = struct.Struct("!BBQ").pack
+
+
 def text_frame(payload: bytes) -> bytes:
     """A server-to-client text frame (RFC 6455 section 5.2: FIN, opcode 1, unmasked)."""
     size = len(payload)
     if size < 126:
-        return bytes((0x81, size)) + payload
+        return SHORT_HEADERS[size] + payload
     if size < 1 << 16:
-        return struct.pack("!BBH", 0x81, 126, size) + payload
-    return struct.pack("!BBQ", 0x81, 127, size) + payload
+        return _HEADER_16(0x81, 126, size) + payload
+    return _HEADER_64(0x81, 127, size) + payload
 
 
 class Outbox:

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 from pubsub_rpc import Event
 
-from .clients import text_frame
+from .clients import SHORT_HEADERS, text_frame
 
 MAX_ID_CHARS = 256
 
@@ -76,7 +76,9 @@ def parse(text: str | bytes, max_timeout: float) -> CallFrame | AuthFrame | Watc
         return AuthFrame(frame.get("token"))
     if kind == "watch":
         return _watch(frame)
-    frame_id = _echoable_id(frame.get("id"))
+    frame_id = frame.get("id")
+    if type(frame_id) is not int and not (type(frame_id) is str and len(frame_id) <= MAX_ID_CHARS):
+        frame_id = _echoable_id(frame_id)  # the common cases above, inline; the rest here
     if kind != "call":
         shown = kind if isinstance(kind, str) and len(kind) <= 40 else type(kind).__name__
         raise BadFrame(
@@ -115,7 +117,13 @@ def _frame(value: dict[str, Any]) -> bytes | None:
 
 
 def result(frame_id: str | int, value: Any, elapsed_ms: float) -> bytes | None:
-    return _frame({"type": "result", "id": frame_id, "result": value, "ms": round(elapsed_ms, 3)})
+    # One per call: _frame and text_frame inlined (the frame is almost always short).
+    try:
+        payload = orjson.dumps({"type": "result", "id": frame_id, "result": value, "ms": round(elapsed_ms, 3)})
+    except TypeError:  # orjson.JSONEncodeError: nested too deeply
+        return None
+    size = len(payload)
+    return SHORT_HEADERS[size] + payload if size < 126 else text_frame(payload)
 
 
 def error(frame_id: str | int | None, code: str, message: str, elapsed_ms: float | None = None) -> bytes:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from bisect import bisect_left
 from collections.abc import Callable
 from typing import Any
 
@@ -18,14 +19,15 @@ WINDOW = 60  # seconds kept
 BASE_MS = 0.05  # upper bound of bucket 0
 STEPS_PER_DOUBLING = 4
 BUCKETS = 84  # the last bucket also holds everything slower (about 50 s and up)
-_SCALE = STEPS_PER_DOUBLING / math.log(2)
+
+
+# Upper bounds of buckets 0 .. BUCKETS-2: a binary search (C) per call, not a logarithm.
+_BOUNDS = [BASE_MS * 2 ** (i / STEPS_PER_DOUBLING) for i in range(BUCKETS - 1)]
 
 
 def bucket_of(ms: float) -> int:
     """Bucket i > 0 holds (BASE_MS * 2**((i-1)/4), BASE_MS * 2**(i/4)] milliseconds."""
-    if ms <= BASE_MS:
-        return 0
-    return min(BUCKETS - 1, math.ceil(math.log(ms / BASE_MS) * _SCALE - 1e-9))
+    return bisect_left(_BOUNDS, ms)
 
 
 def bucket_value(index: int) -> float:
@@ -66,7 +68,7 @@ class LiveStats:
         self._calls[slot] += 1
         if error:
             self._errors[slot] += 1
-        self._histograms[slot][bucket_of(elapsed_ms)] += 1
+        self._histograms[slot][bisect_left(_BOUNDS, elapsed_ms)] += 1  # bucket_of, inlined
 
     def snapshot(self) -> dict[str, Any]:
         """The last WINDOW whole seconds, oldest first (the running second is not complete yet)."""

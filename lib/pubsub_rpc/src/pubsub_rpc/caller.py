@@ -153,6 +153,8 @@ class Caller:
                 self._shards.on_read_end = self._count_read
         self._tracing = traces.enabled() if tracing is None else tracing and traces.enabled()
         self._tracer = traces.tracer(tracer_provider) if self._tracing else None
+        # Spans only while they can record (traces.recording); rechecked with each batch of ids.
+        self._spans_on = False
         self._spans: dict[str, Any] = {}  # requestId -> its CLIENT span, while tracing
         # RPC_FAIL_FAST: the registry's view of live responders, reloaded on each subscription.
         self.directory: Directory | None = None
@@ -273,7 +275,7 @@ class Caller:
         except IndexError:
             request_id = self._new_ids()
         span = None
-        if self._tracing:
+        if self._spans_on:
             span, headers = traces.client_span(self._tracer, action, self._request_channel, request_id, headers)
         try:
             payload = protocol.encode_request(
@@ -314,7 +316,9 @@ class Caller:
 
     def _new_ids(self) -> str:
         """Refill the pool of request ids from one os.urandom call; return one of them.
-        Unguessable (128 bits each), so a reply can only settle the call it answers."""
+        Unguessable (128 bits each), so a reply can only settle the call it answers.
+        Also where tracing looks again for a tracer provider: once per ID_BATCH calls."""
+        self._spans_on = self._tracing and traces.recording(self._tracer)
         hexed = os.urandom(ID_BYTES * ID_BATCH).hex()
         width = 2 * ID_BYTES
         self._ids = [hexed[i : i + width] for i in range(0, len(hexed), width)]

@@ -30,6 +30,15 @@ def enabled() -> bool:
     return trace is not None
 
 
+def recording(tracer: Any) -> bool:
+    """False while ``tracer`` is the API's proxy and no tracer provider has been set (the
+    OpenTelemetry API installed, often as some other package's dependency, without its
+    SDK): every span would then be a no-op, and a caller skips them (about 2.5 us a call
+    measured in the gateway) and passes its headers on untouched, as without OpenTelemetry.
+    A provider set later is seen at the caller's next check (see Caller._new_ids)."""
+    return not isinstance(tracer, trace.ProxyTracer) or not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+
+
 def tracer(provider: Any = None) -> Any:
     """The tracer spans come from: ``provider``'s (a TracerProvider), else the global one."""
     return trace.get_tracer(__name__, tracer_provider=provider)
