@@ -147,7 +147,7 @@ chaos: setup bootstrap secrets ## only the e2e chaos suite: faults under load on
 
 check: test e2e ## both suites
 
-bench: setup ## benchmarks on the host (about 5 minutes); results in bench/results/
+bench: setup ## benchmarks on the host (about 10 minutes); results in bench/results/
 	@.venv/bin/python -m bench
 
 bench-quick: setup ## the benchmark's smoke mode (under a minute)
