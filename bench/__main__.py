@@ -38,7 +38,6 @@ from .stats import cpu_seconds, rss_mib
 from .wsclient import gateway_env
 
 ROOT = Path(__file__).resolve().parent.parent
-NODE_DIR = ROOT / "interop" / "node"
 RESULTS = ROOT / "bench" / "results"
 PY = sys.executable
 ENV = {**os.environ, "PYTHONPATH": f"{ROOT / 'services'}:{ROOT}", "LOG_LEVEL": "WARNING"}
@@ -147,14 +146,12 @@ def channel() -> str:
 
 RESPONDERS = {
     "library": lambda url, ch: [PY, "-m", "bench.library_responder", url, ch],
-    "node": lambda url, ch: ["node", str(NODE_DIR / "bench_responder.js"), url, ch],
     "redis-py": lambda url, ch: [PY, "-m", "bench.redispy_pair", "responder", url, ch],
     **peer_pairs.RESPONDERS,
 }
 CALLERS = {
     "library": lambda url, ch, n, s: [PY, "-m", "bench.library_caller", url, ch, str(n), str(s)],
     "library-seed": lambda url, ch, n, s: [PY, "-m", "bench.library_caller", url, ch, str(n), str(s), "--shared-replies"],
-    "node": lambda url, ch, n, s: ["node", str(NODE_DIR / "bench_caller.js"), url, ch, str(n), str(s)],
     "redis-py": lambda url, ch, n, s: [PY, "-m", "bench.redispy_pair", "caller", url, ch, str(n), str(s)],
     **peer_pairs.CALLERS,
 }

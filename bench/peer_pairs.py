@@ -1,7 +1,8 @@
-"""The frameworks users would pick instead of this library, as bench pairs: NestJS's Redis
-transport and Moleculer's Redis transporter, each an echo caller and responder in Node.js
-(bench/peers/, a bench-only npm package that ``make setup`` installs), driven and measured
-exactly as the bare ioredis pair is, so the README's ratios can be against them.
+"""The Node.js bench pairs (bench/peers/, a bench-only npm package that ``make setup``
+installs): the bare ioredis pair (``node``, the seed protocol with no framework) and the
+frameworks users would pick instead of this library, NestJS's Redis transport and
+Moleculer's Redis transporter, each an echo caller and responder driven and measured alike
+(load.js), so the README's ratios can be against them.
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ def _node(script: str) -> list[str]:
 
 
 RESPONDERS: dict[str, Callable[[str, str], list[str]]] = {
+    "node": lambda url, ch: [*_node("ioredis_responder.js"), url, ch],
     "nest": lambda url, ch: [*_node("nest_responder.js"), url, ch],
     "moleculer": lambda url, ch: [*_node("moleculer_responder.js"), url, ch],
 }
 CALLERS: dict[str, Callable[[str, str, int, float], list[str]]] = {
+    "node": lambda url, ch, n, s: [*_node("ioredis_caller.js"), url, ch, str(n), str(s)],
     "nest": lambda url, ch, n, s: [*_node("nest_caller.js"), url, ch, str(n), str(s)],
     "moleculer": lambda url, ch, n, s: [*_node("moleculer_caller.js"), url, ch, str(n), str(s)],
 }

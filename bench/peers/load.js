@@ -1,6 +1,6 @@
-// The load loop and result line of interop/node/bench_caller.js, shared by the peers' callers so
-// their rows are measured exactly as the bare ioredis pair's: INFLIGHT workers calling back to
-// back for SECONDS, latency per call from hrtime, the caller's CPU from process.cpuUsage().
+// The load loop and result line of every Node.js bench caller (the bare ioredis pair's, NestJS's,
+// Moleculer's), so their rows are measured alike: INFLIGHT workers calling back to back for
+// SECONDS, latency per call from hrtime, the caller's CPU from process.cpuUsage().
 // Prints one JSON line: count, errors, rate, p50/p90/p99/max (ms), cpu (s).
 // The warm-up is every bench caller's: 500 ms of batches of INFLIGHT calls, so the
 // frameworks' concurrent paths are warm (NestJS's calls/s climbs for most of a second
@@ -37,5 +37,5 @@ export async function measure(call, inflight, seconds) {
 // The bench's payload: the same 100-byte string the other pairs send.
 export const PAYLOAD = "x".repeat(100);
 
-// A caller gives up on a call after 10 s, as bench_caller.js does; it counts as an error.
+// A caller gives up on a call after 10 s; it counts as an error.
 export const TIMEOUT_MS = 10000;

@@ -1,7 +1,7 @@
 // Moleculer's Redis transporter, caller side: a broker without services that calls
 // broker.call("bench.echo", payload) once it has discovered the responder's node.
 //   node moleculer_caller.js REDIS_URL CHANNEL INFLIGHT SECONDS
-// Prints one JSON line, as interop/node/bench_caller.js does (load.js).
+// Prints one JSON line (load.js).
 import { measure, PAYLOAD, TIMEOUT_MS } from "./load.js";
 import { broker as createBroker } from "./moleculer.js";
 

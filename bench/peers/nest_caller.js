@@ -1,6 +1,6 @@
 // NestJS's Redis transport, caller side: ClientProxy.send() to the responder's pattern.
 //   node nest_caller.js REDIS_URL CHANNEL INFLIGHT SECONDS
-// Prints one JSON line, as interop/node/bench_caller.js does (load.js).
+// Prints one JSON line (load.js).
 import "reflect-metadata";
 import { Logger } from "@nestjs/common";
 import { ClientProxyFactory } from "@nestjs/microservices";
