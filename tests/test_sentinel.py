@@ -210,13 +210,7 @@ async def test_the_watcher_follows_switch_master_off_a_frozen_master(topology: S
                 await in_flight
         assert lost.value.code == "connection_lost"
 
-        async def good() -> bool:
-            try:
-                return bool(await caller.call("echo", 2, timeout=CALL_TIMEOUT) == 2)
-            except RpcError:
-                return False
-
-        await eventually(good, timeout=FAILOVER_BOUND + 5, what="a good call through the new master")
+        await good_call_through_the_new_master(caller)
         recovery = time.perf_counter() - frozen
         print(
             f"\nfrozen master: +switch-master seen {group.switches}x, links dropped {group.dropped}; "
@@ -230,6 +224,18 @@ async def test_the_watcher_follows_switch_master_off_a_frozen_master(topology: S
 
 async def test_no_sentinel_knowing_a_master_is_a_connect_failure_retried(ha_settings: Settings) -> None:
     await assert_connects_fail_and_retry(dataclasses.replace(ha_settings, sentinel_master="nobody"))
+
+
+async def good_call_through_the_new_master(caller: Caller) -> None:
+    """Wait (bounded) until a call succeeds again after the master changed."""
+
+    async def good() -> bool:
+        try:
+            return bool(await caller.call("echo", 2, timeout=CALL_TIMEOUT) == 2)
+        except RpcError:
+            return False
+
+    await eventually(good, timeout=FAILOVER_BOUND + 5, what="a good call through the new master")
 
 
 async def assert_connects_fail_and_retry(settings: Settings) -> None:
@@ -267,13 +273,7 @@ async def test_protected_sentinels_with_the_profiles_users(
         killed = time.perf_counter()
         await protected_topology.master.stop_async()
 
-        async def good() -> bool:
-            try:
-                return bool(await caller.call("echo", 2, timeout=CALL_TIMEOUT) == 2)
-            except RpcError:
-                return False
-
-        await eventually(good, timeout=FAILOVER_BOUND + 5, what="a good call through the new master")
+        await good_call_through_the_new_master(caller)
         assert time.perf_counter() - killed < FAILOVER_BOUND
         assert group.switches == 1
     await assert_connects_fail_and_retry(dataclasses.replace(ha, sentinel_password="not-the-password-xyz"))
